@@ -1,0 +1,1 @@
+"""Tether's API box: the Responses API (WebSocket mode and HTTP + SSE) with sessions held in memory."""

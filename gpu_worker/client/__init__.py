@@ -1,0 +1,1 @@
+"""The async client api_box uses to talk to workers."""

@@ -1,0 +1,1 @@
+"""The grpc.aio shell of the worker."""

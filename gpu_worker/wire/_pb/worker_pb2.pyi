@@ -1,0 +1,148 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Tool(_message.Message):
+    __slots__ = ("name", "description", "parameters_json")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_JSON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    parameters_json: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters_json: _Optional[str] = ...) -> None: ...
+
+class AgentState(_message.Message):
+    __slots__ = ("tool_calls_since_user_message", "user_messages", "last_item_is_tool_output")
+    TOOL_CALLS_SINCE_USER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    USER_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    LAST_ITEM_IS_TOOL_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    tool_calls_since_user_message: int
+    user_messages: int
+    last_item_is_tool_output: bool
+    def __init__(self, tool_calls_since_user_message: _Optional[int] = ..., user_messages: _Optional[int] = ..., last_item_is_tool_output: _Optional[bool] = ...) -> None: ...
+
+class GenerateRequest(_message.Message):
+    __slots__ = ("request_id", "cache_key", "base_len", "base_digest", "tokens", "max_output_tokens", "tools", "tool_choice", "metadata", "model", "agent", "seed", "temperature", "generate")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CACHE_KEY_FIELD_NUMBER: _ClassVar[int]
+    BASE_LEN_FIELD_NUMBER: _ClassVar[int]
+    BASE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    GENERATE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    cache_key: str
+    base_len: int
+    base_digest: bytes
+    tokens: _containers.RepeatedScalarFieldContainer[int]
+    max_output_tokens: int
+    tools: _containers.RepeatedCompositeFieldContainer[Tool]
+    tool_choice: str
+    metadata: _containers.ScalarMap[str, str]
+    model: str
+    agent: AgentState
+    seed: int
+    temperature: float
+    generate: bool
+    def __init__(self, request_id: _Optional[str] = ..., cache_key: _Optional[str] = ..., base_len: _Optional[int] = ..., base_digest: _Optional[bytes] = ..., tokens: _Optional[_Iterable[int]] = ..., max_output_tokens: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., model: _Optional[str] = ..., agent: _Optional[_Union[AgentState, _Mapping]] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., generate: _Optional[bool] = ...) -> None: ...
+
+class Prefill(_message.Message):
+    __slots__ = ("prompt_tokens", "cached_tokens", "computed_tokens", "queue_seconds")
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    prompt_tokens: int
+    cached_tokens: int
+    computed_tokens: int
+    queue_seconds: float
+    def __init__(self, prompt_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., computed_tokens: _Optional[int] = ..., queue_seconds: _Optional[float] = ...) -> None: ...
+
+class TextDelta(_message.Message):
+    __slots__ = ("text", "tokens")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    tokens: int
+    def __init__(self, text: _Optional[str] = ..., tokens: _Optional[int] = ...) -> None: ...
+
+class FunctionCallStart(_message.Message):
+    __slots__ = ("call_id", "name")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    name: str
+    def __init__(self, call_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class FunctionCallDelta(_message.Message):
+    __slots__ = ("arguments", "tokens")
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    arguments: str
+    tokens: int
+    def __init__(self, arguments: _Optional[str] = ..., tokens: _Optional[int] = ...) -> None: ...
+
+class Done(_message.Message):
+    __slots__ = ("finish_reason", "prompt_tokens", "cached_tokens", "output_tokens", "output_token_ids", "chain_len", "chain_digest")
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_LEN_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    finish_reason: str
+    prompt_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    output_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    chain_len: int
+    chain_digest: bytes
+    def __init__(self, finish_reason: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., output_token_ids: _Optional[_Iterable[int]] = ..., chain_len: _Optional[int] = ..., chain_digest: _Optional[bytes] = ...) -> None: ...
+
+class GenerateEvent(_message.Message):
+    __slots__ = ("prefill", "text", "call_start", "call_delta", "done")
+    PREFILL_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CALL_START_FIELD_NUMBER: _ClassVar[int]
+    CALL_DELTA_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    prefill: Prefill
+    text: TextDelta
+    call_start: FunctionCallStart
+    call_delta: FunctionCallDelta
+    done: Done
+    def __init__(self, prefill: _Optional[_Union[Prefill, _Mapping]] = ..., text: _Optional[_Union[TextDelta, _Mapping]] = ..., call_start: _Optional[_Union[FunctionCallStart, _Mapping]] = ..., call_delta: _Optional[_Union[FunctionCallDelta, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ...) -> None: ...
+
+class DropSessionRequest(_message.Message):
+    __slots__ = ("cache_key",)
+    CACHE_KEY_FIELD_NUMBER: _ClassVar[int]
+    cache_key: str
+    def __init__(self, cache_key: _Optional[str] = ...) -> None: ...
+
+class DropSessionResponse(_message.Message):
+    __slots__ = ("dropped", "tokens_freed")
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FREED_FIELD_NUMBER: _ClassVar[int]
+    dropped: bool
+    tokens_freed: int
+    def __init__(self, dropped: _Optional[bool] = ..., tokens_freed: _Optional[int] = ...) -> None: ...

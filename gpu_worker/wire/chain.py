@@ -1,0 +1,87 @@
+"""Digest of a token chain, folded in fixed blocks.
+
+The box and the worker must agree on "the worker holds exactly these N tokens" without sending them. Each
+side folds the chain in blocks of BLOCK_TOKENS tokens: h[0] = b"", h[k+1] = H(h[k] || block k); the digest
+of a chain of length L is H(h[L // B] || tail || L). Because the fold is over fixed blocks, the digest of
+a chain does not depend on how it was split across requests, extending it costs O(new tokens), and the
+block hashes h[k] are the keys of automatic prefix caching (as vLLM's prefix caching hashes KV blocks):
+two chains share their first k blocks exactly when their h[k] agree.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from collections.abc import Iterable, Sequence
+from hashlib import blake2b
+
+BLOCK_TOKENS = 64
+DIGEST_SIZE = 16
+
+
+def _pack(tokens: Sequence[int]) -> bytes:
+    packed = array("I", tokens)
+    if sys.byteorder == "big":  # the wire format is little-endian everywhere
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def fold_block(previous: bytes, block: Sequence[int]) -> bytes:
+    """The hash of a full block chained after `previous` (b"" for the first block)."""
+    return blake2b(previous + _pack(block), digest_size=DIGEST_SIZE).digest()
+
+
+class ChainDigest:
+    """Incremental digest of a growing token chain. Keeps one 16-byte hash per full block."""
+
+    __slots__ = ("_block_hashes", "_length", "_tail")
+
+    def __init__(self, tokens: Iterable[int] = ()) -> None:
+        self._block_hashes: list[bytes] = []
+        self._tail: list[int] = []
+        self._length = 0
+        self.extend(tokens)
+
+    def __len__(self) -> int:
+        return self._length
+
+    @property
+    def block_hashes(self) -> Sequence[bytes]:
+        """h[1..k] for the k full blocks of the chain."""
+        return self._block_hashes
+
+    def extend(self, tokens: Iterable[int]) -> None:
+        """Append tokens to the chain."""
+        tail = self._tail
+        for token in tokens:
+            tail.append(token)
+            if len(tail) == BLOCK_TOKENS:
+                previous = self._block_hashes[-1] if self._block_hashes else b""
+                self._block_hashes.append(fold_block(previous, tail))
+                tail.clear()
+        self._length = len(self._block_hashes) * BLOCK_TOKENS + len(tail)
+
+    def digest(self) -> bytes:
+        """The digest of the whole chain (DIGEST_SIZE bytes)."""
+        previous = self._block_hashes[-1] if self._block_hashes else b""
+        return blake2b(
+            previous + _pack(self._tail) + self._length.to_bytes(8, "little"), digest_size=DIGEST_SIZE
+        ).digest()
+
+    def copy(self) -> ChainDigest:
+        """An independent copy (for a fork of the chain)."""
+        other = ChainDigest()
+        other._block_hashes = list(self._block_hashes)
+        other._tail = list(self._tail)
+        other._length = self._length
+        return other
+
+
+def digest_of(tokens: Sequence[int]) -> bytes:
+    """The digest of `tokens` in one call."""
+    return ChainDigest(tokens).digest()
+
+
+def block_hashes_of(tokens: Sequence[int]) -> list[bytes]:
+    """h[1..k] of `tokens` (only full blocks)."""
+    return list(ChainDigest(tokens).block_hashes)

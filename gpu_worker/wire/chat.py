@@ -1,0 +1,78 @@
+"""The chat format: how Responses items become tokens.
+
+Every item renders on its own, and a chain is the concatenation of its parts, so rendering is
+prefix-stable: the tokens of turn N are a prefix of the tokens of turn N+1. That is what lets the worker
+keep a chain's KV cache across turns, and what lets a stateless full-context request hit the worker's
+block-hash prefix cache.
+
+    header        = [SYSTEM] instructions [END]   (when instructions are given)
+                    [TOOLS] tools-json [END]       (when tools are given; canonical JSON)
+    user message  = [USER] text [END]              (system/developer messages use [SYSTEM])
+    assistant msg = [ASSISTANT] text [END]
+    function call = [CALL] name [ARGS] arguments [END]
+    tool output   = [TOOL_OUTPUT] output [END]
+
+An engine generates exactly the rendering of the output item it produces (an assistant message or a
+function call, markers included), so the box can append the worker's output ids to its copy of the chain
+and a re-rendered output item (HTTP full-context mode) yields the same tokens again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gpu_worker.wire.tokenizer import Special, encode
+
+_ROLE_MARKER = {
+    "user": Special.USER,
+    "assistant": Special.ASSISTANT,
+    "system": Special.SYSTEM,
+    "developer": Special.SYSTEM,
+}
+
+
+def render_instructions(instructions: str | None) -> list[int]:
+    """System header for the request's instructions (empty when there are none)."""
+    if not instructions:
+        return []
+    return [Special.SYSTEM, *encode(instructions), Special.END]
+
+
+def canonical_tools_json(tools: Sequence[Mapping[str, Any]]) -> str:
+    """Canonical JSON of function tools: name, description, parameters, in order, keys sorted."""
+    canon = [
+        {
+            "name": t.get("name", ""),
+            "description": t.get("description") or "",
+            "parameters": t.get("parameters") or {},
+        }
+        for t in tools
+    ]
+    return json.dumps(canon, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def render_tools(tools: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Tools header (empty when no tools are offered)."""
+    if not tools:
+        return []
+    return [Special.TOOLS, *encode(canonical_tools_json(tools)), Special.END]
+
+
+def render_message(role: str, text: str) -> list[int]:
+    """A message item; `role` is user, assistant, system or developer."""
+    marker = _ROLE_MARKER.get(role)
+    if marker is None:
+        raise ValueError(f"unknown role {role!r}")
+    return [marker, *encode(text), Special.END]
+
+
+def render_function_call(name: str, arguments: str) -> list[int]:
+    """A function_call item (the call id is not rendered: outputs follow their calls in order)."""
+    return [Special.CALL, *encode(name), Special.ARGS, *encode(arguments), Special.END]
+
+
+def render_function_call_output(output: str) -> list[int]:
+    """A function_call_output item."""
+    return [Special.TOOL_OUTPUT, *encode(output), Special.END]

@@ -1,0 +1,1 @@
+"""Tether's edge router: consistent hashing on a session key, then a raw byte relay to an API box."""
