@@ -1,0 +1,149 @@
+"""What api_box hands to and gets from the worker pool: requests, stream events, errors.
+
+Light on purpose (no grpc, no engines): `ToolSpec` and `AgentState` mirror the dataclasses of
+`gpu_worker.engines.base` field for field, so the box never imports the engines (or torch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "AgentState",
+    "CallDelta",
+    "CallResult",
+    "CallStart",
+    "Done",
+    "GenerationRequest",
+    "Prefill",
+    "TextDelta",
+    "ToolSpec",
+    "WorkerError",
+    "WorkerEvent",
+    "WorkerRejected",
+    "WorkerTimeout",
+    "WorkerUnavailable",
+]
+
+# How one `WorkerPool.generate` call ended, for `tether_box_worker_calls_total{result}`.
+CallResult = Literal["ok", "resend", "failover", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function tool offered to the model; `parameters_json` is its JSON Schema as JSON text."""
+
+    name: str
+    description: str = ""
+    parameters_json: str = "{}"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentState:
+    """What the agent policy knows of the chain (computed by the box from its items)."""
+
+    tool_calls_since_user_message: int = 0
+    user_messages: int = 0
+    last_item_is_tool_output: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One generation. `chain` is always the WHOLE prompt chain; the pool sends only
+    `chain[held_len:]` when the box believes the worker holds the first `held_len` tokens (whose chain
+    digest is `held_digest`), and the whole chain otherwise or on a resend."""
+
+    request_id: str
+    cache_key: str | None
+    chain: Sequence[int]
+    held_len: int = 0
+    held_digest: bytes = b""
+    max_output_tokens: int = 1024
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: str = "auto"
+    agent: AgentState = AgentState()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    model: str = ""
+    seed: int = 0
+    temperature: float = 0.0
+    generate: bool = True
+    timeout: float | None = None  # seconds for the whole call; None = the pool's request_timeout
+    # Hash key for requests without a cache_key (HTTP full-context mode). None: the chain's first
+    # 64-token block, so the turns of one conversation meet the same worker's prefix cache.
+    routing_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prefill:
+    """The prompt is in the worker's KV cache; `cached_tokens` of it were reused."""
+
+    prompt_tokens: int
+    cached_tokens: int
+    computed_tokens: int
+    queue_seconds: float
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallStart:
+    call_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallDelta:
+    arguments: str
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The last event. The worker now holds `chain_len` tokens for the cache key (prompt + output),
+    with digest `chain_digest`: the box's next `held_len`/`held_digest`."""
+
+    finish_reason: str  # "stop" | "length" | "tool_call"
+    prompt_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    output_token_ids: tuple[int, ...]
+    chain_len: int
+    chain_digest: bytes
+    worker: str
+
+
+WorkerEvent = Prefill | TextDelta | CallStart | CallDelta | Done
+
+
+class WorkerError(Exception):
+    """Base of the pool's errors. `code` is the gRPC status name, `target` the worker (if any)."""
+
+    def __init__(self, message: str, *, code: str = "UNKNOWN", target: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.target = target
+
+
+class WorkerUnavailable(WorkerError):
+    """No worker could be reached, or the worker died after events were yielded (fail the response;
+    the next turn goes elsewhere)."""
+
+
+class WorkerRejected(WorkerError):
+    """The worker refused the request: INVALID_ARGUMENT (bad input) or RESOURCE_EXHAUSTED (over the
+    token budget, queue full)."""
+
+    def __init__(self, code: str, message: str, *, target: str | None = None) -> None:
+        super().__init__(message, code=code, target=target)
+
+
+class WorkerTimeout(WorkerError):
+    """The call's deadline passed (DEADLINE_EXCEEDED)."""
