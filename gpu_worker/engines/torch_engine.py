@@ -1,0 +1,430 @@
+"""The torch engine: a real transformer with a real KV cache per chain (CUDA when present, else CPU).
+
+A turn prefills only what the chain's cached keys and values do not cover, then generates the output item
+the shared agent policy (gpu_worker/core/agent.py) chose, token by token from the model's logits
+(gpu_worker/engines/torch_output.py). With the default dummy weights the text is meaningless; the compute
+is the real thing. See docs/torch_engine.md.
+
+Concurrency: `generate` queues a sequence (bounded); one scheduler task admits sequences into the running
+batch (at most `max_batch`, each with a KV lease, see torch_kv.py) and runs steps in a dedicated worker
+thread, so the event loop never waits on the model. A step feeds every running sequence its next tokens
+in one forward pass (decode tokens first, prefill chunks share the rest of `step_tokens`) and samples the
+sequences that need a token. Cancellation is seen at the next step boundary: the sequence leaves the
+batch and its lease is released, which leaves the chain as it was.
+
+Errors come from the worker's tree (gpu_worker/core/errors.py): InvalidRequest, OverBudget, QueueFull,
+PreconditionFailed (`reuse_from` is not held: the engine evicted it under its KV budget, so the box must
+resend the full chain, exactly as with the sim), Draining, EngineFailure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+
+from gpu_worker.core.agent import AgentSettings, decide
+from gpu_worker.core.errors import Draining, EngineFailure, InvalidRequest, QueueFull, WorkerError
+from gpu_worker.engines.base import EngineEvent, Finished, GenerationJob, Prefilled
+from gpu_worker.engines.torch_kv import KvStats, KvStore, Lease
+from gpu_worker.engines.torch_model import Chunk, Transformer, dummy_model, load_checkpoint, preset
+from gpu_worker.engines.torch_output import PLAIN_VOCAB, OutputPlan, common_prefix, plan_for
+
+__all__ = ["TorchEngine", "TorchSettings", "TorchStats"]
+
+log = logging.getLogger("gpu_worker.torch")
+
+_ENV_PREFIX = "TETHER_WORKER_TORCH_"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True, slots=True)
+class TorchSettings:
+    """Settings of the torch engine; env names are TETHER_WORKER_TORCH_<FIELD in upper case>."""
+
+    preset: str = "small"  # dummy-weight shape (torch_model.PRESETS) when no checkpoint is given
+    checkpoint: str = ""  # a local directory with config.json + *.safetensors (Llama architecture)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16 | float16
+    seed: int = 0  # seed of the dummy weights
+    kv_budget_bytes: int = 1 << 30
+    kv_chunk_tokens: int = 256
+    max_batch: int = 16  # sequences in the running batch
+    max_queue: int = 256  # sequences waiting for a slot
+    step_tokens: int = 2048  # tokens fed per step, all sequences together (chunked prefill)
+    threads: int = 0  # torch CPU threads (0: torch's default)
+
+    def __post_init__(self) -> None:
+        if self.dtype != "auto" and self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be auto or one of {', '.join(_DTYPES)}, got {self.dtype!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        for name in ("kv_budget_bytes", "kv_chunk_tokens", "max_batch", "max_queue", "step_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if not self.checkpoint:
+            preset(self.preset)  # raises on an unknown name
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> TorchSettings:
+        """Build from TETHER_WORKER_TORCH_* variables (others are ignored); bad values raise ValueError."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            env = _ENV_PREFIX + f.name.upper()
+            raw = environ.get(env)
+            if raw is None:
+                continue
+            if f.type in ("int", int):
+                try:
+                    values[f.name] = int(raw)
+                except ValueError:
+                    raise ValueError(f"{env}={raw!r} is not an integer") from None
+            else:
+                values[f.name] = raw.strip()
+        return cls(**values)
+
+    def torch_device(self) -> torch.device:
+        """The device to run on: CUDA when available (auto), else the CPU."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} requested but CUDA is not available")
+        return device
+
+    def torch_dtype(self, device: torch.device) -> torch.dtype:
+        """The weight and KV dtype."""
+        if self.dtype == "auto":
+            return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return _DTYPES[self.dtype]
+
+
+@dataclass(frozen=True, slots=True)
+class TorchStats:
+    """Engine sizes, for the worker's gauges and for reports."""
+
+    running: int
+    waiting: int
+    kv: KvStats
+
+
+@dataclass(eq=False)
+class _Sequence:
+    job: GenerationJob
+    plan: OutputPlan | None  # None: prefill only (generate=False)
+    total: int  # most tokens this sequence will hold (prompt + fed output)
+    submitted: float
+    events: asyncio.Queue[EngineEvent | WorkerError] = field(default_factory=asyncio.Queue)
+    lease: Lease | None = None
+    pending: list[int] = field(default_factory=list)  # tokens to feed next
+    prompt_left: int = 0  # of `pending`, prompt tokens (Prefilled goes out once they are fed)
+    start_events: tuple[EngineEvent, ...] = ()
+    queue_seconds: float = 0.0
+    done: bool = False  # nothing more to sample: finish once `pending` is fed
+    finished: bool = False
+    cancelled: bool = False
+    generator: torch.Generator | None = None
+
+
+class TorchEngine:
+    """The Engine protocol (gpu_worker/engines/base.py) on a PyTorch transformer."""
+
+    name = "torch"
+
+    def __init__(self, settings: TorchSettings, *, agent: AgentSettings | None = None) -> None:
+        self.settings = settings
+        self._agent = agent or AgentSettings()
+        self._device = settings.torch_device()
+        self._dtype = settings.torch_dtype(self._device)
+        self._model: Transformer | None = None
+        self._kv: KvStore | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._scheduler: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._waiting: deque[_Sequence] = deque()
+        self._running: list[_Sequence] = []
+        self._stopping = False
+
+    # ------------------------------------------------------------------------------------ lifecycle
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def model(self) -> Transformer:
+        if self._model is None:
+            raise EngineFailure("the torch engine is not started")
+        return self._model
+
+    async def start(self) -> None:
+        """Load the model in the engine's thread and start the scheduler."""
+        if self._scheduler is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch-engine")
+        loop = asyncio.get_running_loop()
+        self._model = await loop.run_in_executor(self._executor, self._load)
+        cfg = self._model.cfg
+        self._kv = KvStore(
+            self._model.new_kv,
+            bytes_per_token=cfg.kv_bytes_per_token(self._dtype),
+            budget_bytes=self.settings.kv_budget_bytes,
+            chunk_tokens=self.settings.kv_chunk_tokens,
+        )
+        self._stopping = False
+        self._scheduler = asyncio.create_task(self._schedule(), name="torch-engine-scheduler")
+        log.info(
+            "torch engine on %s (%s): %d layers, hidden %d, %d parameters, %d B KV per token",
+            self._device,
+            self._dtype,
+            cfg.num_layers,
+            cfg.hidden_size,
+            cfg.parameter_count(),
+            cfg.kv_bytes_per_token(self._dtype),
+        )
+
+    def _load(self) -> Transformer:
+        if self.settings.threads and self._device.type == "cpu":
+            torch.set_num_threads(self.settings.threads)
+        if self.settings.checkpoint:
+            return load_checkpoint(self.settings.checkpoint, device=self._device, dtype=self._dtype)
+        cfg = preset(self.settings.preset)
+        return dummy_model(cfg, seed=self.settings.seed, device=self._device, dtype=self._dtype)
+
+    async def stop(self) -> None:
+        """Stop the scheduler; sequences still queued or running get Draining."""
+        self._stopping = True
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler
+            self._scheduler = None
+        for seq in [*self._waiting, *self._running]:
+            self._fail(seq, Draining("the torch engine is stopping"))
+        self._waiting.clear()
+        self._running.clear()
+        if self._executor is not None:
+            # Waits for a step already running in the thread; off the loop.
+            await asyncio.to_thread(self._executor.shutdown, True)
+            self._executor = None
+
+    def stats(self) -> TorchStats:
+        """Running and waiting sequences and KV sizes."""
+        if self._kv is None:
+            raise EngineFailure("the torch engine is not started")
+        return TorchStats(running=len(self._running), waiting=len(self._waiting), kv=self._kv.stats())
+
+    def drop(self, key: str) -> None:
+        """Forget a chain's KV (evicted or dropped by the shell); unknown keys are ignored."""
+        if self._kv is not None:
+            self._kv.drop(key)
+
+    # ----------------------------------------------------------------------------------- generation
+    async def generate(self, job: GenerationJob) -> AsyncIterator[EngineEvent]:
+        """Prefilled, then text or call chunks, then Finished (see base.py)."""
+        seq = self._submit(job)
+        try:
+            while True:
+                item = await seq.events.get()
+                if isinstance(item, WorkerError):
+                    raise item
+                yield item
+                if isinstance(item, Finished):
+                    return
+        finally:
+            if not seq.finished:
+                seq.cancelled = True
+                if seq in self._waiting:
+                    self._waiting.remove(seq)
+                self._wake.set()
+
+    def _submit(self, job: GenerationJob) -> _Sequence:
+        if self._stopping or self._kv is None or self._model is None:
+            raise Draining("the torch engine is not running")
+        self._validate(job)
+        plan = None
+        if job.generate:
+            decision = decide(job, self._agent.from_metadata(job.metadata))
+            plan = plan_for(decision, job.max_output_tokens)
+        total = len(job.prompt) + (plan.fed_bound() if plan is not None else 0)
+        window = self._model.cfg.max_position_embeddings
+        if total > window:
+            raise InvalidRequest(f"{total} tokens (prompt and output) exceed the model's window of {window}")
+        self._kv.check_fits(total)
+        if len(self._waiting) >= self.settings.max_queue:
+            raise QueueFull(f"{len(self._waiting)} sequences are waiting for the torch engine")
+        self._kv.touch(job.reuse_from)
+        seq = _Sequence(job=job, plan=plan, total=total, submitted=asyncio.get_running_loop().time())
+        if job.temperature > 0:
+            seq.generator = torch.Generator(device=self._device).manual_seed(job.seed & 0xFFFF_FFFF_FFFF_FFFF)
+        self._waiting.append(seq)
+        self._wake.set()
+        return seq
+
+    def _validate(self, job: GenerationJob) -> None:
+        if not job.prompt:
+            raise InvalidRequest("the prompt is empty")
+        vocab = self.model.cfg.vocab_size
+        if min(job.prompt) < 0 or max(job.prompt) >= vocab:
+            raise InvalidRequest(f"prompt token ids must be in 0..{vocab - 1}")
+        if not 0 <= job.reuse_len <= len(job.prompt):
+            raise InvalidRequest(f"reuse_len {job.reuse_len} is outside the prompt (0..{len(job.prompt)})")
+        if job.max_output_tokens < 1:
+            raise InvalidRequest("max_output_tokens must be positive")
+
+    # ------------------------------------------------------------------------------------ scheduler
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._retire_cancelled()
+            self._admit(loop.time())
+            if not self._running:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            work = self._plan_step()
+            try:
+                sampled = await loop.run_in_executor(self._executor, self._compute, work)
+            except Exception as exc:  # the step failed (e.g. out of device memory): fail its sequences
+                log.exception("torch engine step failed")
+                for seq, _, _ in work:
+                    self._remove(seq)
+                    self._fail(seq, EngineFailure(f"the torch engine failed: {exc.__class__.__name__}"))
+                continue
+            for (seq, fed, _), token in zip(work, sampled, strict=True):
+                self._advance(seq, fed, token)
+
+    def _retire_cancelled(self) -> None:
+        for seq in [s for s in self._running if s.cancelled]:
+            self._remove(seq)
+
+    def _remove(self, seq: _Sequence) -> None:
+        if seq in self._running:
+            self._running.remove(seq)
+        if seq.lease is not None and self._kv is not None:
+            self._kv.release(seq.lease)
+            seq.lease = None
+
+    def _admit(self, now: float) -> None:
+        assert self._kv is not None
+        while self._waiting and len(self._running) < self.settings.max_batch:
+            seq = self._waiting[0]
+            job = seq.job
+            try:
+                lease = self._kv.lease(job.key, job.reuse_from, job.reuse_len, job.prompt, seq.total)
+            except WorkerError as exc:
+                self._waiting.popleft()
+                self._fail(seq, exc)
+                continue
+            if lease is None:
+                return  # KV memory is held by running sequences: wait for one to finish
+            self._waiting.popleft()
+            seq.lease = lease
+            seq.queue_seconds = now - seq.submitted
+            self._running.append(seq)
+            self._start(seq, list(job.prompt[lease.kv_len :]))
+
+    def _start(self, seq: _Sequence, prompt_rest: list[int]) -> None:
+        seq.pending = prompt_rest
+        seq.prompt_left = len(prompt_rest)
+        if seq.plan is None:
+            seq.done = True
+        else:
+            start = seq.plan.start()
+            seq.pending += start.feed
+            seq.start_events = start.events
+            seq.done = start.done
+        if not seq.prompt_left:
+            self._prefilled(seq)
+        if not seq.pending:
+            self._finish(seq)
+
+    def _plan_step(self) -> list[tuple[_Sequence, list[int], bool]]:
+        """(sequence, tokens to feed, whether to sample after them); decode first, prefill shares the rest."""
+        budget = self.settings.step_tokens
+        work = []
+        for seq in sorted(self._running, key=lambda s: len(s.pending)):
+            if budget <= 0:
+                break
+            feed = seq.pending[:budget]
+            budget -= len(feed)
+            work.append((seq, feed, len(feed) == len(seq.pending) and not seq.done))
+        return work
+
+    def _compute(self, work: list[tuple[_Sequence, list[int], bool]]) -> list[int | None]:
+        """One forward pass over all fed tokens, then sampling; runs in the engine's thread."""
+        model = self.model
+        flat = torch.tensor([t for _, feed, _ in work for t in feed], dtype=torch.long)
+        flat = flat.to(self._device, non_blocking=True)
+        chunks, offset = [], 0
+        for seq, feed, _ in work:
+            assert seq.lease is not None
+            chunks.append(
+                Chunk(tokens=flat[offset : offset + len(feed)], start=seq.lease.kv_len, kv=seq.lease.kv)
+            )
+            offset += len(feed)
+        logits = model(chunks)[:, :PLAIN_VOCAB]
+        picks = logits.argmax(dim=-1)
+        for row, (seq, _, sample) in enumerate(work):
+            if sample and seq.job.temperature > 0:
+                probs = torch.softmax(logits[row] / seq.job.temperature, dim=-1)
+                picks[row] = torch.multinomial(probs, 1, generator=seq.generator)[0]
+        tokens: list[int] = picks.tolist()
+        return [tok if sample else None for tok, (_, _, sample) in zip(tokens, work, strict=True)]
+
+    def _advance(self, seq: _Sequence, fed: list[int], token: int | None) -> None:
+        lease = seq.lease
+        if seq.cancelled or lease is None:
+            self._remove(seq)
+            return
+        lease.tokens += fed
+        lease.kv_len += len(fed)
+        del seq.pending[: len(fed)]
+        if seq.prompt_left:
+            seq.prompt_left = max(0, seq.prompt_left - len(fed))
+            if not seq.prompt_left:
+                self._prefilled(seq)
+        if token is not None:
+            assert seq.plan is not None
+            step = seq.plan.sampled(token)
+            for event in step.events:
+                seq.events.put_nowait(event)
+            seq.pending = [token, *step.feed]
+            seq.done = step.done
+            if step.done:
+                self._finish(seq)  # the last sampled token and what follows it are never fed
+                return
+        if not seq.pending:
+            self._finish(seq)
+
+    def _prefilled(self, seq: _Sequence) -> None:
+        seq.events.put_nowait(Prefilled(queue_seconds=seq.queue_seconds))
+        for event in seq.start_events:
+            seq.events.put_nowait(event)
+
+    def _finish(self, seq: _Sequence) -> None:
+        assert seq.lease is not None
+        assert self._kv is not None
+        lease, prompt = seq.lease, list(seq.job.prompt)
+        finished = seq.plan.finish() if seq.plan is not None else Finished("stop", ())
+        output = list(finished.output_ids)
+        fed_output = lease.tokens[len(prompt) : lease.kv_len]
+        lease.kv_len = len(prompt) + common_prefix(fed_output, output)
+        self._kv.commit(lease, prompt + output)
+        seq.lease = None
+        seq.finished = True
+        if seq in self._running:
+            self._running.remove(seq)
+        seq.events.put_nowait(finished)
+
+    def _fail(self, seq: _Sequence, exc: WorkerError) -> None:
+        seq.finished = True
+        seq.events.put_nowait(exc)
