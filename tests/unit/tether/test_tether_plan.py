@@ -1,0 +1,54 @@
+"""The command lines a local cluster runs, derived from a ClusterSpec."""
+
+from __future__ import annotations
+
+from tether.config import ClusterSpec
+from tether.core.plan import BOX_REDIS_URL_ENV, box_plan, redis_plan, router_plan, worker_plan
+
+
+def _flag(args: tuple[str, ...], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_workers_get_a_free_port_the_engine_and_the_speed() -> None:
+    plan = worker_plan(ClusterSpec(speed=0, engine="torch"), 1)
+    assert plan.name == "worker-1"
+    assert plan.kind == "worker"
+    assert [_flag(plan.args, f) for f in ("--port", "--metrics-port", "--engine", "--speed")] == [
+        "0",
+        "0",
+        "torch",
+        "0",
+    ]
+    assert _flag(worker_plan(ClusterSpec(speed=1.5), 0).args, "--speed") == "1.5"
+
+
+def test_boxes_know_every_worker_their_id_the_key_and_redis() -> None:
+    spec = ClusterSpec(port=8080, api_key="k1")
+    plan = box_plan(spec, 1, ["127.0.0.1:5001", "127.0.0.1:5002"], "redis://127.0.0.1:7000/0")
+    assert plan.name == "box-1"
+    assert _flag(plan.args, "--workers") == "127.0.0.1:5001,127.0.0.1:5002"
+    assert _flag(plan.args, "--box-id") == "box-1"
+    assert _flag(plan.args, "--api-key") == "k1"
+    assert _flag(plan.args, "--port") == "0"  # the router owns the base port
+    assert dict(plan.env) == {BOX_REDIS_URL_ENV: "redis://127.0.0.1:7000/0"}
+    assert box_plan(spec, 0, ["w:1"], None).env == ()
+
+
+def test_without_a_router_box_zero_takes_the_base_port() -> None:
+    spec = ClusterSpec(port=8080, router=False)
+    assert _flag(box_plan(spec, 0, ["w:1"], None).args, "--port") == "8080"
+    assert _flag(box_plan(spec, 1, ["w:1"], None).args, "--port") == "0"
+    assert _flag(box_plan(spec, 0, ["w:1"], None, port=9001).args, "--port") == "9001"
+
+
+def test_the_router_takes_the_base_port_and_names_its_members() -> None:
+    plan = router_plan(ClusterSpec(port=8080), [("box-0", "127.0.0.1:1"), ("box-1", "127.0.0.1:2")])
+    assert _flag(plan.args, "--port") == "8080"
+    assert _flag(plan.args, "--boxes") == "box-0=127.0.0.1:1,box-1=127.0.0.1:2"
+
+
+def test_redis_runs_in_memory_on_the_chosen_port() -> None:
+    plan = redis_plan("127.0.0.1", 7001)
+    assert (_flag(plan.args, "--port"), _flag(plan.args, "--bind")) == ("7001", "127.0.0.1")
+    assert (_flag(plan.args, "--save"), _flag(plan.args, "--appendonly")) == ("", "no")

@@ -1,0 +1,110 @@
+"""ClusterSpec: what `tether up` (and `LocalCluster` in tests) starts, built from the environment.
+
+Environment names are `TETHER_UP_<FIELD>` (e.g. `TETHER_UP_BOXES=3`, `TETHER_UP_REDIS_URL=redis://...`);
+command-line flags override them (tether/cli.py). Bad values fail loudly with ConfigError.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Literal
+
+from tether.errors import ConfigError
+
+ENV_PREFIX = "TETHER_UP_"
+DEV_API_KEY = "tether-dev-key"
+CLI_DEFAULT_PORT = 8080
+MAX_PROCESSES_PER_KIND = 64
+
+RedisChoice = str | None  # "auto" | a redis:// URL | None (no Redis)
+LogFormat = Literal["text", "json"]
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    """A local cluster: `workers` model workers, `boxes` API boxes, a router in front, optional Redis.
+
+    `port` is the base port clients use (the router's, or box-0's without a router); 0 picks a free one.
+    `speed` scales the sim engine's timing (1 = calibrated real-GPU timing, 0 = as fast as possible).
+    `redis` is "auto" (start `redis-server` when it is on PATH), a `redis://` URL to use, or None.
+    """
+
+    boxes: int = 2
+    workers: int = 2
+    router: bool = True
+    redis: RedisChoice = "auto"
+    host: str = "127.0.0.1"
+    port: int = 0
+    api_key: str = DEV_API_KEY
+    engine: str = "sim"
+    speed: float = 1.0
+    log_format: LogFormat = "text"
+    start_timeout: float = 60.0
+    stop_timeout: float = 15.0
+    exit_on_child_death: bool = True
+
+    def __post_init__(self) -> None:
+        most = MAX_PROCESSES_PER_KIND
+        _check(1 <= self.boxes <= most, "boxes", self.boxes, f"1..{most}")
+        _check(1 <= self.workers <= most, "workers", self.workers, f"1..{most}")
+        _check(0 <= self.port <= 65535, "port", self.port, "0..65535")
+        _check(bool(self.host) and not any(c.isspace() for c in self.host), "host", self.host, "a host name")
+        _check(bool(self.api_key) and self.api_key.isprintable(), "api_key", "<hidden>", "a printable key")
+        _check(" " not in self.api_key, "api_key", "<hidden>", "a key without spaces")
+        _check(self.engine in ("sim", "torch"), "engine", self.engine, "sim or torch")
+        _check(math.isfinite(self.speed) and self.speed >= 0, "speed", self.speed, "a number >= 0")
+        _check(self.log_format in ("text", "json"), "log_format", self.log_format, "text or json")
+        _check(self.start_timeout > 0, "start_timeout", self.start_timeout, "seconds > 0")
+        _check(self.stop_timeout >= 0, "stop_timeout", self.stop_timeout, "seconds >= 0")
+        ok_redis = (
+            self.redis is None or self.redis == "auto" or self.redis.startswith(("redis://", "rediss://"))
+        )
+        _check(ok_redis, "redis", self.redis, "auto, a redis:// URL, or none")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: object) -> ClusterSpec:
+        """Build a spec from `TETHER_UP_*` variables; keyword `overrides` (CLI flags) win over them.
+
+        The environment defaults the port to 8080 (the CLI's default); the Python API defaults to 0.
+        `TETHER_UP_REDIS_URL` sets a URL, `TETHER_UP_REDIS=off` disables Redis.
+        """
+        values: dict[str, object] = {"port": CLI_DEFAULT_PORT}
+        for field in fields(cls):
+            raw = environ.get(ENV_PREFIX + field.name.upper())
+            if raw is not None and field.name != "redis":
+                values[field.name] = _convert(field.name, raw, field.type)
+        redis_url = environ.get(ENV_PREFIX + "REDIS_URL")
+        redis = environ.get(ENV_PREFIX + "REDIS")
+        if redis_url:
+            values["redis"] = redis_url
+        elif redis is not None:
+            values["redis"] = None if redis.lower() in ("off", "none", "0", "false", "no") else redis
+        values.update(overrides)
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except TypeError as exc:  # an override of the wrong name
+            raise ConfigError(str(exc)) from exc
+
+
+def _convert(name: str, raw: str, annotation: object) -> object:
+    kind = str(annotation)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool" and raw.strip().lower() in _TRUE + _FALSE:
+            return raw.strip().lower() in _TRUE
+        if kind == "bool":
+            raise ValueError(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
+    return raw
+
+
+def _check(ok: bool, name: str, value: object, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"bad {name} {value!r}: expected {expected}")

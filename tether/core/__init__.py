@@ -1,0 +1,1 @@
+"""Pure helpers of the launcher: no asyncio, no sockets, no processes."""

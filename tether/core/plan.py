@@ -1,0 +1,90 @@
+"""Command lines of the processes a local cluster runs, from a ClusterSpec. Pure: no process is started.
+
+Start order is redis → workers → boxes → router (each kind needs the addresses of the one before);
+shutdown runs in the reverse order so that boxes can drain through live workers and flush to a live Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from tether.config import ClusterSpec
+
+Kind = Literal["redis", "worker", "box", "router"]
+START_ORDER: tuple[Kind, ...] = ("redis", "worker", "box", "router")
+PROGRAMS: dict[Kind, str] = {
+    "redis": "redis-server",
+    "worker": "tether-gpu-worker",
+    "box": "tether-api-box",
+    "router": "tether-router",
+}
+# `python -m <module>` runs the program when its console script is not installed.
+MODULES: dict[Kind, str] = {"worker": "gpu_worker", "box": "api_box", "router": "router"}
+BOX_REDIS_URL_ENV = "TETHER_BOX_REDIS_URL"
+
+
+@dataclass(frozen=True, slots=True)
+class ChildPlan:
+    """One process to start: its name (`box-0`), kind, arguments (without the program) and extra env."""
+
+    name: str
+    kind: Kind
+    args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+
+
+def worker_name(index: int) -> str:
+    """Process name of worker `index`."""
+    return f"worker-{index}"
+
+
+def box_name(index: int) -> str:
+    """Process name of box `index`; also its `--box-id` and its member name in the router's ring."""
+    return f"box-{index}"
+
+
+def box_port(spec: ClusterSpec, index: int) -> int:
+    """Box-0 takes the base port when no router sits in front; every other box picks a free port."""
+    return spec.port if index == 0 and not spec.router else 0
+
+
+def redis_plan(host: str, port: int) -> ChildPlan:
+    """redis-server on a chosen port, in memory only, quiet."""
+    args = ("--port", str(port), "--bind", host, "--save", "", "--appendonly", "no", "--loglevel", "warning")
+    return ChildPlan("redis", "redis", args)
+
+
+def worker_plan(spec: ClusterSpec, index: int, port: int = 0) -> ChildPlan:
+    """A model worker on `port` (0: free) with its metrics on a free port."""
+    args: tuple[str, ...] = ("--host", spec.host, "--port", str(port), "--metrics-port", "0")
+    args += ("--engine", spec.engine, "--speed", _number(spec.speed))
+    return ChildPlan(worker_name(index), "worker", args)
+
+
+def box_plan(
+    spec: ClusterSpec,
+    index: int,
+    worker_targets: Sequence[str],
+    redis_url: str | None,
+    port: int | None = None,
+) -> ChildPlan:
+    """An API box talking to every worker; the Redis URL goes through the environment."""
+    chosen = box_port(spec, index) if port is None else port
+    args: tuple[str, ...] = ("--host", spec.host, "--port", str(chosen), "--admin-port", "0")
+    args += ("--workers", ",".join(worker_targets), "--box-id", box_name(index), "--api-key", spec.api_key)
+    env = ((BOX_REDIS_URL_ENV, redis_url),) if redis_url else ()
+    return ChildPlan(box_name(index), "box", args, env)
+
+
+def router_plan(spec: ClusterSpec, boxes: Sequence[tuple[str, str]], port: int | None = None) -> ChildPlan:
+    """The router on the base port, with the boxes as `name=host:port` members."""
+    members = ",".join(f"{name}={target}" for name, target in boxes)
+    chosen = spec.port if port is None else port
+    args = ("--host", spec.host, "--port", str(chosen), "--admin-port", "0", "--boxes", members)
+    return ChildPlan("router", "router", args)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else repr(value)
