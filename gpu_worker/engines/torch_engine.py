@@ -115,6 +115,8 @@ class TorchStats:
     running: int
     waiting: int
     kv: KvStats
+    prompt_tokens_reused: int  # since start: prompt tokens whose KV came from the cache
+    prompt_tokens_computed: int  # since start: prompt tokens prefilled (including a recomputed tail)
 
 
 @dataclass(eq=False)
@@ -153,6 +155,8 @@ class TorchEngine:
         self._waiting: deque[_Sequence] = deque()
         self._running: list[_Sequence] = []
         self._stopping = False
+        self._reused_total = 0
+        self._computed_total = 0
 
     # ------------------------------------------------------------------------------------ lifecycle
     @property
@@ -220,7 +224,13 @@ class TorchEngine:
         """Running and waiting sequences and KV sizes."""
         if self._kv is None:
             raise EngineFailure("the torch engine is not started")
-        return TorchStats(running=len(self._running), waiting=len(self._waiting), kv=self._kv.stats())
+        return TorchStats(
+            running=len(self._running),
+            waiting=len(self._waiting),
+            kv=self._kv.stats(),
+            prompt_tokens_reused=self._reused_total,
+            prompt_tokens_computed=self._computed_total,
+        )
 
     def drop(self, key: str) -> None:
         """Forget a chain's KV (evicted or dropped by the shell); unknown keys are ignored."""
@@ -329,6 +339,8 @@ class TorchEngine:
             self._waiting.popleft()
             seq.lease = lease
             seq.queue_seconds = now - seq.submitted
+            self._reused_total += lease.kv_len
+            self._computed_total += len(job.prompt) - lease.kv_len
             self._running.append(seq)
             self._start(seq, list(job.prompt[lease.kv_len :]))
 
