@@ -1,1 +1,1 @@
-"""Tether's command line and local launcher (`tether up`, `tether bench`). No domain logic lives here."""
+"""Tether's command line and local launcher (`tether up`). No domain logic lives here."""

@@ -1,0 +1,84 @@
+"""System-test fixtures: a real local cluster (real processes, ports 0, sim engine at speed 0).
+
+`cluster` is one cluster for the whole session (router, 2 boxes, 2 workers, Redis when installed),
+run by tether.supervisor.LocalCluster on an event loop in a background thread, so sync and async
+tests share it. Tests that stop or break processes start their own cluster instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tether.config import ClusterSpec
+from tether.supervisor import LocalCluster
+
+START_BUDGET = 90.0  # seconds; 2 shared cores start ~6 Python processes
+
+
+class ClusterThread:
+    """Runs a LocalCluster on its own event loop in a daemon thread; a context manager."""
+
+    def __init__(self, spec: ClusterSpec) -> None:
+        self.spec = spec
+        self.logs: collections.deque[str] = collections.deque(maxlen=4000)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="tether-cluster", daemon=True)
+        self.cluster: LocalCluster | None = None
+
+    def __enter__(self) -> LocalCluster:
+        self._thread.start()
+        if not self._ready.wait(START_BUDGET + 30):
+            raise RuntimeError("the cluster thread did not report back")
+        if self._error is not None or self.cluster is None:
+            tail = "\n".join(list(self.logs)[-60:])
+            raise RuntimeError(f"the cluster did not start: {self._error!r}\n{tail}") from self._error
+        return self.cluster
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(self.spec.stop_timeout * 4 + 30)
+
+    def _sink(self, name: str, label: str, line: str) -> None:
+        self.logs.append(f"[{name}] {line}")
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported to the test thread
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with LocalCluster(self.spec, sink=self._sink) as cluster:
+            self.cluster = cluster
+            self._ready.set()
+            await self._stop.wait()
+
+
+@pytest.fixture(scope="session")
+def cluster_thread() -> Iterator[ClusterThread]:
+    spec = ClusterSpec(workers=2, boxes=2, router=True, redis="auto", speed=0, start_timeout=START_BUDGET)
+    runner = ClusterThread(spec)
+    with runner:
+        yield runner
+
+
+@pytest.fixture
+def cluster(cluster_thread: ClusterThread) -> LocalCluster:
+    """The shared running cluster; fails the test if one of its processes died."""
+    running = cluster_thread.cluster
+    assert running is not None
+    assert running.failure is None, f"{running.failure}\n" + "\n".join(list(cluster_thread.logs)[-60:])
+    return running

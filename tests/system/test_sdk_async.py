@@ -1,0 +1,83 @@
+"""The official openai SDK (async client) against a real local cluster, through the router."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import openai
+import pytest
+from openai import AsyncOpenAI
+
+from tether.config import DEV_API_KEY
+from tether.supervisor import LocalCluster
+
+TOOLS: list[Any] = [
+    {
+        "type": "function",
+        "name": "grep",
+        "description": "Search the code.",
+        "parameters": {"type": "object", "properties": {"pattern": {"type": "string"}}},
+    }
+]
+
+
+@pytest.fixture
+async def client(cluster: LocalCluster) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=cluster.base_url, api_key=DEV_API_KEY, timeout=30, max_retries=0)
+
+
+async def _model(client: AsyncOpenAI) -> str:
+    return (await client.models.list()).data[0].id
+
+
+async def test_models_and_a_wrong_key(client: AsyncOpenAI, cluster: LocalCluster) -> None:
+    assert await _model(client)
+    bad = AsyncOpenAI(base_url=cluster.base_url, api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        await bad.models.list()
+
+
+async def test_websocket_multi_turn_with_tool_outputs(client: AsyncOpenAI) -> None:
+    model = await _model(client)
+    metadata = {"tether.tool_calls": "3"}
+    calls = 0
+    headers = {"X-Session-Id": f"test-{uuid.uuid4().hex}"}
+    async with client.responses.connect(extra_headers=headers) as conn:
+        await conn.response.create(model=model, input="Find it.", tools=TOOLS, store=False, metadata=metadata)
+        response = await _completed(conn)
+        while response.output[-1].type == "function_call":
+            calls += 1
+            assert calls <= 3
+            output = {"type": "function_call_output", "call_id": response.output[-1].call_id, "output": "x"}
+            await conn.response.create(
+                model=model,
+                previous_response_id=response.id,
+                input=[output],
+                tools=TOOLS,
+                store=False,
+                metadata=metadata,
+            )
+            following = await _completed(conn)
+            assert following.previous_response_id == response.id
+            response = following
+    assert calls == 3
+    assert response.output_text
+
+
+async def test_http_create_with_and_without_streaming(client: AsyncOpenAI) -> None:
+    model = await _model(client)
+    response = await client.responses.create(model=model, input="Hello?", store=False)
+    assert response.status == "completed"
+    assert response.output_text
+    stream = await client.responses.create(model=model, input="Hello?", stream=True, store=False)
+    types = [event.type async for event in stream]
+    assert (types[0], types[-1]) == ("response.created", "response.completed")
+
+
+async def _completed(conn: Any) -> Any:
+    async for event in conn:
+        if event.type == "response.completed":
+            return event.response
+        assert event.type not in ("error", "response.failed", "response.incomplete"), event
+    raise AssertionError("the connection closed before response.completed")
