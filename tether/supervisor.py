@@ -68,6 +68,7 @@ class LocalCluster:
         self._failed = asyncio.Event()
         self._hurry = asyncio.Event()
         self._stopping = False
+        self._stop_task: asyncio.Task[bool] | None = None
         self.failure: ChildDied | None = None
         self.redis_url: str | None = None
         self._redis_port: int | None = None
@@ -127,7 +128,7 @@ class LocalCluster:
             if self.spec.router:
                 await self._start_group([self._router_plan()])
         except BaseException:
-            await asyncio.shield(self.stop())
+            await self.stop()
             raise
 
     async def wait_failure(self) -> ChildDied:
@@ -141,7 +142,16 @@ class LocalCluster:
         self._hurry.set()
 
     async def stop(self) -> bool:
-        """Stop everything, router first and Redis last; True when every child exited cleanly."""
+        """Stop everything, router first and Redis last; True when every child exited cleanly.
+
+        Idempotent and safe to call concurrently: every caller awaits the same single shutdown, which
+        also survives the caller's cancellation.
+        """
+        if self._stop_task is None:
+            self._stop_task = asyncio.create_task(self._stop_all(), name="cluster-stop")
+        return await asyncio.shield(self._stop_task)
+
+    async def _stop_all(self) -> bool:
         self._stopping = True
         clean = True
         for kind in reversed(START_ORDER):
