@@ -1,0 +1,163 @@
+"""Settings of one router process, from `TETHER_ROUTER_<NAME>` environment variables; CLI flags override.
+
+Exactly one membership source: `boxes` (static `name=host:port[@weight],...`), `dns` (`name:port`, the A/AAAA
+records of a headless Service, polled) or `k8s_service` (an EndpointSlice watch). Bad values raise
+ConfigError at startup, naming the variable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Literal
+
+from router.core.errors import ConfigError
+from router.core.hashring import DEFAULT_VNODES, MAX_POINTS
+from router.core.membership import Member, parse_boxes, parse_host_port
+
+__all__ = ["ENV_PREFIX", "LogFormat", "Settings"]
+
+ENV_PREFIX = "TETHER_ROUTER_"
+LogFormat = Literal["text", "json"]
+_SOURCES = ("boxes", "dns", "k8s_service")
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the router process needs. Times are seconds; sizes are bytes."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080  # 0: a free port
+    admin_host: str | None = None  # None: same as `host`
+    admin_port: int = 9090  # 0: a free port, -1: no admin server
+    boxes: str | None = None
+    dns: str | None = None
+    dns_interval: float = 5.0
+    k8s_service: str | None = None
+    k8s_namespace: str | None = None  # None: the pod's own namespace, else "default"
+    k8s_port_name: str | None = None  # None: the first port of each slice
+    k8s_api_url: str | None = None  # None: in-cluster config, else kubeconfig; set for `kubectl proxy`
+    k8s_watch_timeout: float = 300.0
+    session_header: str = "X-Session-Id"
+    session_query: str = "session_id"
+    bounded_load: float | None = None  # c > 1 enables bounded loads; None: off
+    vnodes: int = DEFAULT_VNODES
+    max_head_bytes: int = 32 * 1024
+    head_timeout: float = 10.0
+    connect_timeout: float = 2.0
+    connect_attempts: int = 3
+    down_cooldown: float = 5.0
+    probe_interval: float = 1.0
+    idle_timeout: float = 3900.0  # longer than the box's 60-minute connection limit
+    max_connections: int = 50_000
+    backlog: int = 2048
+    drain_timeout: float = 30.0
+    log_format: LogFormat = "text"
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        _check(_is_host(self.host), "host", self.host, "a host name or address")
+        _check(self.admin_host is None or _is_host(self.admin_host), "admin_host", self.admin_host, "a host")
+        _check(0 <= self.port <= 65535, "port", self.port, "0..65535")
+        _check(-1 <= self.admin_port <= 65535, "admin_port", self.admin_port, "-1 (off), 0 (free) or a port")
+        sources = [s for s in (self.boxes, self.dns, self.k8s_service) if s]
+        _check(len(sources) == 1, "boxes/dns/k8s_service", len(sources), "exactly one membership source")
+        if self.boxes:
+            parse_boxes(self.boxes)
+        if self.dns:
+            parse_host_port(self.dns)
+        _check(
+            bool(self.session_header) and set(self.session_header) <= _TCHAR,
+            "session_header",
+            self.session_header,
+            "an HTTP header name",
+        )
+        _check(
+            bool(self.session_query) and self.session_query.isprintable(),
+            "session_query",
+            self.session_query,
+            "a query parameter name",
+        )
+        bounded = self.bounded_load
+        _check(
+            bounded is None or (math.isfinite(bounded) and bounded > 1),
+            "bounded_load",
+            bounded,
+            "a factor > 1",
+        )
+        _check(1 <= self.vnodes <= MAX_POINTS, "vnodes", self.vnodes, f"1..{MAX_POINTS}")
+        _check(1024 <= self.max_head_bytes <= 1 << 20, "max_head_bytes", self.max_head_bytes, "1024..1048576")
+        _check(1 <= self.connect_attempts <= 16, "connect_attempts", self.connect_attempts, "1..16")
+        _check(1 <= self.max_connections <= 1_000_000, "max_connections", self.max_connections, "1..1000000")
+        _check(1 <= self.backlog <= 65535, "backlog", self.backlog, "1..65535")
+        for name in (
+            "dns_interval",
+            "k8s_watch_timeout",
+            "head_timeout",
+            "connect_timeout",
+            "down_cooldown",
+            "probe_interval",
+            "idle_timeout",
+            "drain_timeout",
+        ):
+            value = getattr(self, name)
+            _check(math.isfinite(value) and value > 0, name, value, "seconds > 0")
+        _check(self.log_format in ("text", "json"), "log_format", self.log_format, "text or json")
+        _check(
+            self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
+            "log_level",
+            self.log_level,
+            "DEBUG, INFO, WARNING or ERROR",
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: object) -> Settings:
+        """Settings from `TETHER_ROUTER_*` variables; keyword `overrides` (CLI flags, None: not given) win."""
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            raw = environ.get(ENV_PREFIX + field.name.upper())
+            if raw is not None and raw.strip() != "":
+                values[field.name] = _convert(field.name, raw.strip(), str(field.type))
+        given = {name: value for name, value in overrides.items() if value is not None}
+        if any(
+            given.get(name) for name in _SOURCES
+        ):  # a source flag replaces any source from the environment
+            for name in _SOURCES:
+                values.pop(name, None)
+        values.update(given)
+        unknown = set(values) - {field.name for field in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown settings: {sorted(unknown)}")
+        return cls(**values)  # type: ignore[arg-type]
+
+    def static_members(self) -> tuple[Member, ...]:
+        """The static member list (`boxes`), or () for the other sources."""
+        return parse_boxes(self.boxes) if self.boxes else ()
+
+    def with_ports(self, port: int, admin_port: int) -> Settings:
+        """A copy with the ports that were actually bound (after asking for port 0)."""
+        return replace(self, port=port, admin_port=admin_port)
+
+
+def _is_host(value: str) -> bool:
+    return bool(value) and not any(c.isspace() for c in value)
+
+
+def _check(ok: bool, name: str, value: object, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={value!r}: expected {expected}")
+
+
+def _convert(name: str, raw: str, annotation: str) -> object:
+    try:
+        if annotation.startswith("int"):
+            return int(raw)
+        if annotation.startswith("float"):
+            if raw.lower() in ("off", "none", "0") and "None" in annotation:
+                return None
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r}: not a number") from None
+    return raw

@@ -1,0 +1,242 @@
+"""Consistent-hash ring with virtual nodes and weights, a version digest and optional bounded loads.
+
+Every router replica builds the same ring from the same member set: positions come from blake2b, never from
+Python's `hash()` (salted per process), so a key maps to the same member in every process and on every run.
+
+Layout: each member owns `round(vnodes_per_weight * weight)` points; a point is a 44-bit position taken from
+blake2b(member name, block). The ring is ONE sorted list of ints `position << 16 | member_index`, so a lookup
+is a single `bisect` over small ints (two CPython digits) and the owner is the low 16 bits — no parallel
+array, no tuples. A key owns the first point after its own 44-bit hash, wrapping around.
+
+Why 4096 points per unit weight: a member's share of the ring has a relative spread of about 1/sqrt(points)
+(1.6 % at 4096), which keeps max/mean share ≤ 1.05 for N = 8…128 and moves ≤ 1.05 × the ideal 1/N keys on a
+±1 change; 150–1024 points (SMG, uhashring, Envoy's minimum) leave max/mean at 1.08–1.21. With random keys
+the per-member count has its own binomial noise on top (3.6 % relative at 100k keys over 128 members), which
+no hashing scheme removes — see tests/unit/router/test_router_hashring.py for the measured figures.
+
+Positions have 44 bits so that `position << 16 | index` stays a two-digit CPython int; a rare collision of
+two positions is only a tie, which the member index (sorted names) breaks the same way on every replica.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Mapping
+from functools import lru_cache
+from hashlib import blake2b
+
+from router.core.errors import ConfigError, EmptyRing
+
+__all__ = [
+    "DEFAULT_VNODES",
+    "MAX_MEMBERS",
+    "MAX_POINTS",
+    "HashRing",
+    "key_hash",
+]
+
+DEFAULT_VNODES = 4096
+POSITION_BITS = 44
+_INDEX_BITS = 16
+_INDEX_MASK = (1 << _INDEX_BITS) - 1
+_DROP_BITS = 64 - POSITION_BITS
+MAX_MEMBERS = 1 << _INDEX_BITS
+MAX_POINTS = 8_000_000  # Envoy's ring_hash maximum (64 MB of points); far beyond any real cluster
+MAX_NAME_LENGTH = 253  # a DNS name / Kubernetes object name
+_VERSION_TAG = b"tether-ring/v1"
+_POINTS_PER_BUCKET = 4
+_UNPACK_8 = struct.Struct("<8Q").unpack
+_FIRST_U64 = struct.Struct(">Q").unpack_from
+
+
+def key_hash(key: str) -> int:
+    """The 44-bit ring position of a routing key (blake2b; identical in every process)."""
+    try:
+        data = key.encode()
+    except UnicodeEncodeError:  # lone surrogates: still a deterministic byte string
+        data = key.encode("utf-8", "surrogatepass")
+    # The full 64-byte digest: blake2b's keyword `digest_size` costs more per call than the hash itself.
+    position: int = _FIRST_U64(blake2b(data).digest())[0] >> _DROP_BITS
+    return position
+
+
+@lru_cache(maxsize=512)  # 32 KiB per member at 4096 points: rebuilding after a change reuses them
+def _member_positions(name: str, count: int) -> array[int]:
+    """The sorted ring positions of one member: 8 positions per 64-byte blake2b digest."""
+    seed = name.encode("utf-8", "surrogatepass") + b"\x00"
+    positions: list[int] = []
+    block = 0
+    while len(positions) < count:
+        digest = blake2b(seed + block.to_bytes(4, "big"), digest_size=64).digest()
+        positions.extend(value >> _DROP_BITS for value in _UNPACK_8(digest))
+        block += 1
+    del positions[count:]
+    positions.sort()
+    return array("Q", positions)
+
+
+def _check_member(name: str, weight: float) -> None:
+    if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
+        raise ConfigError(f"invalid ring member name {name!r}: 1..{MAX_NAME_LENGTH} printable characters")
+    if not (math.isfinite(weight) and weight > 0):
+        raise ConfigError(f"invalid weight {weight!r} for member {name!r}: a finite number > 0")
+
+
+class HashRing:
+    """An immutable ring over a member set. Build a new one when membership changes (cheap to compare by
+    `version`). Lookups are O(log points); `successors` walks the ring for failover."""
+
+    __slots__ = (
+        "_bucket_shift",
+        "_buckets",
+        "_members",
+        "_points",
+        "_total_weight",
+        "_vnodes",
+        "_weights",
+        "version",
+    )
+
+    def __init__(self, members: Mapping[str, float] | Iterable[str] = (), *, vnodes: int = DEFAULT_VNODES):
+        weights = dict(members) if isinstance(members, Mapping) else dict.fromkeys(members, 1.0)
+        if not 1 <= vnodes <= MAX_POINTS:
+            raise ConfigError(f"vnodes per weight must be 1..{MAX_POINTS}, got {vnodes}")
+        if len(weights) > MAX_MEMBERS:
+            raise ConfigError(f"at most {MAX_MEMBERS} ring members, got {len(weights)}")
+        for name, weight in weights.items():
+            _check_member(name, float(weight))
+        self._vnodes = vnodes
+        self._members: tuple[str, ...] = tuple(sorted(weights))
+        self._weights: dict[str, float] = {name: float(weights[name]) for name in self._members}
+        self._total_weight = sum(self._weights.values())
+        counts = [self.points_of(name) for name in self._members]
+        if sum(counts) > MAX_POINTS:
+            raise ConfigError(f"the ring would hold {sum(counts)} points, more than {MAX_POINTS}")
+        points: list[int] = []
+        for index, (name, count) in enumerate(zip(self._members, counts, strict=True)):
+            points.extend(position << _INDEX_BITS | index for position in _member_positions(name, count))
+        points.sort()  # concatenated sorted runs: timsort merges them in O(n log members)
+        # Contiguous arrays, not lists of int objects: a lookup touches a few adjacent 8-byte slots instead
+        # of chasing pointers across 20 MB (measured: 1.4 µs instead of 2.1 µs per lookup at 128 members).
+        self._bucket_shift, buckets = _bucket_index(points)
+        self._buckets = array("Q", buckets)
+        self._points = array("Q", points)
+        self.version = _version(self._vnodes, self._weights)
+
+    # ------------------------------------------------------------------ description
+    @property
+    def members(self) -> tuple[str, ...]:
+        """Member names, sorted."""
+        return self._members
+
+    @property
+    def weights(self) -> Mapping[str, float]:
+        """Weight of each member."""
+        return self._weights
+
+    @property
+    def vnodes_per_weight(self) -> int:
+        """Points per unit of weight."""
+        return self._vnodes
+
+    def points_of(self, member: str) -> int:
+        """How many points `member` owns on the ring."""
+        return max(1, round(self._vnodes * self._weights[member]))
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __contains__(self, member: object) -> bool:
+        return member in self._weights
+
+    def shares(self) -> dict[str, float]:
+        """The exact fraction of the hash space each member owns (sums to 1; empty ring: {})."""
+        points = self._points
+        if not points:
+            return {}
+        space = 1 << POSITION_BITS
+        owned = dict.fromkeys(self._members, 0)
+        previous = (points[-1] >> _INDEX_BITS) - space
+        for point in points:
+            position = point >> _INDEX_BITS
+            owned[self._members[point & _INDEX_MASK]] += position - previous
+            previous = position
+        return {name: arc / space for name, arc in owned.items()}
+
+    # ------------------------------------------------------------------ lookups
+    def _start(self, key: str) -> int:
+        """Index of the first point after the hash of `key` (the owner's point), wrapping around."""
+        points = self._points
+        if not points:
+            raise EmptyRing("the ring has no members")
+        position = key_hash(key)
+        bucket = position >> self._bucket_shift
+        index = bisect_right(
+            points, position << _INDEX_BITS | _INDEX_MASK, self._buckets[bucket], self._buckets[bucket + 1]
+        )
+        return 0 if index == len(points) else index
+
+    def lookup(self, key: str) -> str:
+        """The member that owns `key`. Raises EmptyRing when there are no members."""
+        return self._members[self._points[self._start(key)] & _INDEX_MASK]
+
+    def successors(self, key: str) -> Iterator[str]:
+        """Every member once, in ring order from the owner of `key` (the failover order)."""
+        start = self._start(key)
+        points, members, wanted = self._points, self._members, len(self._members)
+        seen: set[int] = set()
+        for index in range(start, start + len(points)):
+            owner = points[index % len(points)] & _INDEX_MASK
+            if owner not in seen:
+                seen.add(owner)
+                yield members[owner]
+                if len(seen) == wanted:
+                    return
+
+    def capacity(self, member: str, total_load: int, factor: float) -> int:
+        """Bounded-load capacity of `member` when `total_load` connections (the new one included) are
+        spread by weight: ceil(factor × total × weight / sum of weights)."""
+        share = self._weights[member] / self._total_weight
+        return math.ceil(factor * total_load * share)
+
+    def lookup_bounded(self, key: str, loads: Mapping[str, int], factor: float) -> str:
+        """Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam): the first member in ring
+        order from the owner of `key` whose load is below its capacity for factor `factor` (> 1).
+        `loads` counts current connections per member; the new connection is counted in."""
+        if factor <= 1.0:
+            raise ConfigError(f"bounded-load factor must be > 1, got {factor}")
+        total = sum(loads.get(name, 0) for name in self._members) + 1
+        for member in self.successors(key):
+            if loads.get(member, 0) < self.capacity(member, total, factor):
+                return member
+        return self.lookup(key)  # unreachable: some member is always below the mean
+
+
+def _bucket_index(points: list[int]) -> tuple[int, list[int]]:
+    """A radix table over the top bits of positions: `buckets[b]` is the index of the first point whose
+    position is in bucket b or later, so a lookup bisects only within one bucket (about 4 points) instead of
+    the whole ring — the bisect over a 500k-entry list costs more in cache misses than the hash itself."""
+    bits = max(1, min(POSITION_BITS, (len(points) // _POINTS_PER_BUCKET).bit_length()))
+    shift = POSITION_BITS - bits
+    buckets = [0] * ((1 << bits) + 1)
+    next_bucket = 0
+    total_shift = shift + _INDEX_BITS
+    for index, point in enumerate(points):
+        bucket = point >> total_shift
+        while next_bucket <= bucket:
+            buckets[next_bucket] = index
+            next_bucket += 1
+    for bucket in range(next_bucket, len(buckets)):
+        buckets[bucket] = len(points)
+    return shift, buckets
+
+
+def _version(vnodes: int, weights: Mapping[str, float]) -> str:
+    """Digest of the sorted (member, weight) set and the layout parameters: equal ⇔ same ring."""
+    digest = blake2b(_VERSION_TAG + b" vnodes=%d\n" % vnodes, digest_size=8)
+    for name in sorted(weights):
+        digest.update(name.encode("utf-8", "surrogatepass") + b"\t" + repr(weights[name]).encode() + b"\n")
+    return digest.hexdigest()
