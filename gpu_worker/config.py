@@ -1,0 +1,172 @@
+"""Settings of one worker process: a frozen dataclass built from the environment, CLI flags on top.
+
+Environment (all optional; a bad value fails start-up with the variable's name):
+
+    TETHER_WORKER_HOST                          127.0.0.1   gRPC bind address
+    TETHER_WORKER_PORT                          50051       gRPC port (0: pick a free one)
+    TETHER_WORKER_METRICS_PORT                  0           /metrics port (0: pick a free one, -1: off)
+    TETHER_WORKER_ENGINE                        sim         sim | torch (torch: TETHER_WORKER_TORCH_*)
+    TETHER_WORKER_KV_BUDGET_TOKENS              400000      tokens of chains held (LRU beyond)
+    TETHER_WORKER_SPEED                         1.0         sim time scale (0: no delays)
+    TETHER_WORKER_LOG_FORMAT                    text        text | json
+    TETHER_WORKER_LOG_LEVEL                     INFO
+    TETHER_WORKER_DRAIN_SECONDS                 30          in-flight budget on SIGTERM
+    TETHER_WORKER_MAX_MESSAGE_BYTES             8388608     gRPC message size limit
+    TETHER_WORKER_MAX_CONCURRENT_RPCS           8192
+    TETHER_WORKER_MAX_PROMPT_TOKENS             131072      per request (INVALID_ARGUMENT beyond)
+    TETHER_WORKER_MAX_OUTPUT_TOKENS             32768       max_output_tokens cap
+    TETHER_WORKER_DEFAULT_MAX_OUTPUT_TOKENS     1024        when a request sends 0
+    TETHER_WORKER_MAX_RUNNING                   1024        sim: batch slots
+    TETHER_WORKER_MAX_QUEUE                     4096        sim: admission queue
+    TETHER_WORKER_MAX_BATCHED_TOKENS            8192        sim: tokens per step
+    TETHER_WORKER_PREFILL_SECONDS_PER_TOKEN     3.7e-05     sim timing (gpu_worker/core/timing.py)
+    TETHER_WORKER_DECODE_STEP_SECONDS           0.0046
+    TETHER_WORKER_DECODE_STEP_PER_SEQUENCE_SECONDS  3e-05
+    TETHER_WORKER_REQUEST_OVERHEAD_SECONDS      0.003
+    TETHER_WORKER_TOOL_CALLS_PER_MESSAGE        3           agent defaults (gpu_worker/core/agent.py)
+    TETHER_WORKER_ANSWER_TOKENS                 60
+    TETHER_WORKER_ARGUMENT_BYTES                80
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gpu_worker.core.agent import AgentSettings
+from gpu_worker.core.timing import TimingModel
+from gpu_worker.core.validation import Limits
+
+__all__ = ["ENGINES", "LOG_FORMATS", "SettingsError", "WorkerSettings"]
+
+ENGINES = ("sim", "torch")
+LOG_FORMATS = ("text", "json")
+_PREFIX = "TETHER_WORKER_"
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the variable or flag."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """Everything one worker process is configured with."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_port: int = 0  # -1: off
+    engine: str = "sim"
+    kv_budget_tokens: int = 400_000
+    speed: float = 1.0
+    log_format: str = "text"
+    log_level: str = "INFO"
+    drain_seconds: float = 30.0
+    max_message_bytes: int = 8 * 1024 * 1024
+    max_concurrent_rpcs: int = 8192
+    limits: Limits = field(default_factory=Limits)
+    timing: TimingModel = field(default_factory=TimingModel)
+    agent: AgentSettings = field(default_factory=AgentSettings)
+
+    def __post_init__(self) -> None:
+        checks = (
+            (0 <= self.port <= 65535, f"port {self.port} is outside 0..65535"),
+            (-1 <= self.metrics_port <= 65535, f"metrics_port {self.metrics_port} is outside -1..65535"),
+            (self.engine in ENGINES, f"engine {self.engine!r} is not one of {', '.join(ENGINES)}"),
+            (self.kv_budget_tokens > 0, "kv_budget_tokens must be > 0"),
+            (math.isfinite(self.speed) and self.speed >= 0, "speed must be a finite number >= 0"),
+            (self.log_format in LOG_FORMATS, f"log_format must be one of {', '.join(LOG_FORMATS)}"),
+            (self.drain_seconds >= 0, "drain_seconds must be >= 0"),
+            (self.max_message_bytes >= 64 * 1024, "max_message_bytes must be >= 65536"),
+            (self.max_concurrent_rpcs >= 1, "max_concurrent_rpcs must be >= 1"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise SettingsError(message)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> WorkerSettings:
+        """Settings from TETHER_WORKER_* variables (defaults for the rest)."""
+        groups: dict[str, dict[str, Any]] = {"": {}, "limits": {}, "timing": {}, "agent": {}}
+        for env_name, (group, attr, parse) in _ENV.items():
+            raw = environ.get(_PREFIX + env_name)
+            if raw is None or not raw.strip():
+                continue
+            try:
+                groups[group][attr] = parse(raw.strip())
+            except ValueError as exc:
+                raise SettingsError(f"{_PREFIX}{env_name}={raw!r}: {exc}") from None
+        try:
+            return cls(
+                **groups[""],
+                limits=Limits(**groups["limits"]),
+                timing=TimingModel(**groups["timing"]),
+                agent=AgentSettings(**groups["agent"]),
+            )
+        except SettingsError:
+            raise
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+
+    def with_overrides(self, **values: Any) -> WorkerSettings:
+        """A copy with the given top-level fields replaced (CLI flags); None values are ignored."""
+        given = {k: v for k, v in values.items() if v is not None}
+        return replace(self, **given) if given else self
+
+    def metrics_enabled(self) -> bool:
+        """Whether the /metrics port is served."""
+        return self.metrics_port >= 0
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError("not an integer") from None
+
+
+def _float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("not a number") from None
+    if not math.isfinite(value):
+        raise ValueError("not a finite number")
+    return value
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _lower(raw: str) -> str:
+    return raw.lower()
+
+
+_ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
+    "HOST": ("", "host", _text),
+    "PORT": ("", "port", _int),
+    "METRICS_PORT": ("", "metrics_port", _int),
+    "ENGINE": ("", "engine", _lower),
+    "KV_BUDGET_TOKENS": ("", "kv_budget_tokens", _int),
+    "SPEED": ("", "speed", _float),
+    "LOG_FORMAT": ("", "log_format", _lower),
+    "LOG_LEVEL": ("", "log_level", str.upper),
+    "DRAIN_SECONDS": ("", "drain_seconds", _float),
+    "MAX_MESSAGE_BYTES": ("", "max_message_bytes", _int),
+    "MAX_CONCURRENT_RPCS": ("", "max_concurrent_rpcs", _int),
+    "MAX_PROMPT_TOKENS": ("limits", "max_prompt_tokens", _int),
+    "MAX_OUTPUT_TOKENS": ("limits", "max_output_tokens", _int),
+    "DEFAULT_MAX_OUTPUT_TOKENS": ("limits", "default_max_output_tokens", _int),
+    "MAX_RUNNING": ("timing", "max_running", _int),
+    "MAX_QUEUE": ("timing", "max_queue", _int),
+    "MAX_BATCHED_TOKENS": ("timing", "max_batched_tokens", _int),
+    "PREFILL_SECONDS_PER_TOKEN": ("timing", "prefill_seconds_per_token", _float),
+    "DECODE_STEP_SECONDS": ("timing", "decode_step_base_seconds", _float),
+    "DECODE_STEP_PER_SEQUENCE_SECONDS": ("timing", "decode_step_per_sequence_seconds", _float),
+    "REQUEST_OVERHEAD_SECONDS": ("timing", "request_overhead_seconds", _float),
+    "TOOL_CALLS_PER_MESSAGE": ("agent", "tool_calls_per_message", _int),
+    "ANSWER_TOKENS": ("agent", "answer_tokens", _int),
+    "ARGUMENT_BYTES": ("agent", "argument_bytes", _int),
+}

@@ -1,0 +1,300 @@
+"""WorkerService: one Generate from validated request to Done, independent of the gRPC plumbing.
+
+Per request: validate (core/validation.py) → resolve the prompt against the cache (a delta must build
+on exactly the held prefix; a full chain reuses the longest held prefix) → run the engine → on Finished,
+commit prompt + output as the chain's new entry and evict under the budget. The chain entry changes only
+at that commit, so a cancelled or failed request leaves it as it was; only an engine failure (the engine's
+state is unknown) drops it. A prefix the engine turns out not to hold (it raised PreconditionFailed for
+its `reuse_from`) is forgotten and the job rerun once from scratch, before any event went out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from array import array
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from gpu_worker.core.agent import AgentSettings
+from gpu_worker.core.cache import ANON_PREFIX, ChainCache, Evicted, Reuse
+from gpu_worker.core.errors import Draining, EngineFailure, PreconditionFailed, WorkerError
+from gpu_worker.core.validation import Limits, WorkRequest, validate
+from gpu_worker.engines.base import (
+    ArgsChunk,
+    CallStart,
+    Engine,
+    Finished,
+    GenerationJob,
+    Prefilled,
+    TextChunk,
+)
+from gpu_worker.server.metrics import WorkerMetrics
+from gpu_worker.wire._pb import worker_pb2 as pb
+from gpu_worker.wire.chain import ChainDigest
+
+__all__ = ["WorkerService", "closing_iterator"]
+
+_LOG = logging.getLogger("gpu_worker.service")
+_T = TypeVar("_T")
+
+
+@asynccontextmanager
+async def closing_iterator(iterator: AsyncIterator[_T]) -> AsyncGenerator[AsyncIterator[_T], None]:
+    """Close an async generator deterministically when its consumer stops early (not at GC time):
+    closing the engine's generator is what frees its batch slot."""
+    try:
+        yield iterator
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+@dataclass(slots=True)
+class _Plan:
+    job: GenerationJob
+    prompt: array[int]
+    digest: ChainDigest  # of the prompt; extended with the output at commit
+    keyless: bool
+
+
+@dataclass(slots=True)
+class _Flight:
+    plan: _Plan
+    pinned: bool = True  # the reuse source is pinned in the cache
+    running: bool = False  # prefilled (counted as running rather than queued)
+    events: int = 0  # events yielded to the client
+
+
+class WorkerService:
+    """The worker's request logic over an Engine and a ChainCache."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        cache: ChainCache,
+        metrics: WorkerMetrics,
+        *,
+        limits: Limits | None = None,
+        agent: AgentSettings | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.cache = cache
+        self.metrics = metrics
+        self.limits = limits or Limits()
+        self.agent = agent or AgentSettings()
+        self._clock = clock
+        self.draining = False
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._anon_keys: set[str] = set()
+        self._anon_seq = itertools.count(1)
+
+    @property
+    def active(self) -> int:
+        """Generations in flight."""
+        return self._active
+
+    async def wait_idle(self) -> None:
+        """Return once no generation is in flight (bound it with asyncio.timeout)."""
+        await self._idle.wait()
+
+    def drop(self, key: str) -> int:
+        """DropSession: forget a chain in the cache and the engine; tokens freed."""
+        freed = self.cache.drop(key)
+        self.engine.drop(key)
+        self._update_cache_gauges()
+        return freed
+
+    async def generate(self, request: WorkRequest) -> AsyncIterator[pb.GenerateEvent]:
+        """The event stream of one request (raises WorkerError subclasses before or during it)."""
+        if self.draining:
+            raise Draining("the worker is draining; send this request to another worker")
+        req = validate(request, self.limits)
+        self.agent.from_metadata(req.metadata)  # bad agent metadata fails here, before any work
+        plan = self._plan(req)
+        self._active += 1
+        self._idle.clear()
+        try:
+            async for event in self._run(plan):
+                yield event
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
+
+    # ---------------------------------------------------------------------------------------- plan
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    def _plan(self, req: WorkRequest) -> _Plan:
+        if req.base_len:
+            try:
+                entry = self.cache.holding(req.cache_key, req.base_len, req.base_digest)
+            except PreconditionFailed as exc:
+                self.metrics.precondition_failures.labels(reason=exc.reason).inc()
+                raise
+            prompt = array("I", entry.tokens)
+            prompt.extend(req.tokens)
+            digest = entry.digest.copy()
+            digest.extend(req.tokens)
+            reuse = Reuse(entry.key, req.base_len)
+        else:
+            prompt = array("I", req.tokens)
+            digest = ChainDigest(prompt)
+            reuse = self.cache.best_prefix(req.cache_key or None, prompt, digest.block_hashes)
+            if not req.cache_key:
+                self.metrics.prefix_lookups.labels(result="hit" if reuse.length else "miss").inc()
+        self.cache.check_fits(len(prompt) + req.max_output_tokens)
+        # A generation needs the logits of the last prompt token, so at least that one is computed.
+        reuse_len = min(reuse.length, len(prompt) - 1) if req.generate else reuse.length
+        job = GenerationJob(
+            request_id=req.request_id,
+            key=req.cache_key or self._anonymous_key(digest),
+            prompt=prompt,
+            reuse_from=reuse.source if reuse_len > 0 else None,
+            reuse_len=max(reuse_len, 0),
+            max_output_tokens=req.max_output_tokens,
+            tools=req.tools,
+            tool_choice=req.tool_choice,
+            agent=req.agent,
+            metadata=req.metadata,
+            seed=req.seed,
+            temperature=req.temperature,
+            generate=req.generate,
+        )
+        return _Plan(job, prompt, digest, keyless=not req.cache_key)
+
+    def _anonymous_key(self, digest: ChainDigest) -> str:
+        # Derived from the prompt, so a replayed keyless run gets the same agent decisions; made unique
+        # while another request with the same prompt is in flight (the engine must not share its key).
+        key = ANON_PREFIX + digest.digest().hex()
+        while key in self._anon_keys:
+            key = f"{ANON_PREFIX}{digest.digest().hex()}#{next(self._anon_seq)}"
+        return key
+
+    # ----------------------------------------------------------------------------------------- run
+    async def _run(self, plan: _Plan) -> AsyncIterator[pb.GenerateEvent]:
+        flight = self._begin(plan)
+        try:
+            for attempt in (1, 2):
+                try:
+                    async with closing_iterator(self._events(flight)) as events:
+                        async for event in events:
+                            flight.events += 1
+                            yield event
+                    return
+                except PreconditionFailed:
+                    # The engine does not hold `reuse_from` (evicted on its side): forget it, recompute.
+                    source = plan.job.reuse_from
+                    if flight.events or attempt == 2 or source is None:
+                        raise
+                    self._unpin(flight)
+                    self.drop(source)
+                    plan.job = replace(plan.job, reuse_from=None, reuse_len=0)
+        except EngineFailure:
+            self.drop(plan.job.key)  # the engine's state for the chain is unknown now
+            raise
+        except WorkerError:
+            raise
+        except Exception as exc:
+            _LOG.exception("engine failed on request %s", plan.job.request_id)
+            self.drop(plan.job.key)
+            raise EngineFailure(f"engine error: {type(exc).__name__}") from exc
+        finally:
+            self._end(flight)
+
+    def _begin(self, plan: _Plan) -> _Flight:
+        source = plan.job.reuse_from
+        self.cache.pin(source)
+        if source is not None:
+            self.cache.touch(source, self._now())
+        if plan.keyless:
+            self._anon_keys.add(plan.job.key)
+        self.metrics.queue_depth.inc()
+        return _Flight(plan)
+
+    def _end(self, flight: _Flight) -> None:
+        self._unpin(flight)
+        self._anon_keys.discard(flight.plan.job.key)
+        (self.metrics.running if flight.running else self.metrics.queue_depth).dec()
+
+    def _unpin(self, flight: _Flight) -> None:
+        if flight.pinned:
+            self.cache.unpin(flight.plan.job.reuse_from)
+            flight.pinned = False
+
+    async def _events(self, flight: _Flight) -> AsyncIterator[pb.GenerateEvent]:
+        async with closing_iterator(self.engine.generate(flight.plan.job)) as events:
+            async for event in events:
+                if isinstance(event, Prefilled):
+                    yield self._prefilled(flight, event)
+                elif isinstance(event, TextChunk):
+                    yield pb.GenerateEvent(text=pb.TextDelta(text=event.text, tokens=event.tokens))
+                elif isinstance(event, CallStart):
+                    start = pb.FunctionCallStart(call_id=event.call_id, name=event.name)
+                    yield pb.GenerateEvent(call_start=start)
+                elif isinstance(event, ArgsChunk):
+                    delta = pb.FunctionCallDelta(arguments=event.text, tokens=event.tokens)
+                    yield pb.GenerateEvent(call_delta=delta)
+                elif isinstance(event, Finished):
+                    yield self._commit(flight, event)
+                    return
+        raise EngineFailure("the engine ended the generation without Finished")
+
+    def _prefilled(self, flight: _Flight, event: Prefilled) -> pb.GenerateEvent:
+        job = flight.plan.job
+        if not flight.running:
+            flight.running = True
+            self.metrics.queue_depth.dec()
+            self.metrics.running.inc()
+        self.metrics.queue_wait.observe(max(event.queue_seconds, 0.0))
+        self.metrics.prefill_tokens.labels(kind="cached").inc(job.reuse_len)
+        self.metrics.prefill_tokens.labels(kind="computed").inc(job.computed_len)
+        prefill = pb.Prefill(
+            prompt_tokens=len(job.prompt),
+            cached_tokens=job.reuse_len,
+            computed_tokens=job.computed_len,
+            queue_seconds=event.queue_seconds,
+        )
+        return pb.GenerateEvent(prefill=prefill)
+
+    def _commit(self, flight: _Flight, finished: Finished) -> pb.GenerateEvent:
+        plan, job = flight.plan, flight.plan.job
+        output = finished.output_ids
+        chain = array("I", plan.prompt)
+        chain.extend(output)
+        plan.digest.extend(output)
+        self._unpin(flight)  # before the commit: a superseded anonymous source must not be pinned
+        supersedes = job.reuse_from if plan.keyless else None
+        evicted = self.cache.commit(job.key, chain, plan.digest, self._now(), supersedes=supersedes)
+        self._forget_evicted(evicted)
+        self.metrics.output_tokens.inc(len(output))
+        done = pb.Done(
+            finish_reason=finished.finish_reason,
+            prompt_tokens=len(plan.prompt),
+            cached_tokens=job.reuse_len,
+            output_tokens=len(output),
+            output_token_ids=output,
+            chain_len=len(chain),
+            chain_digest=plan.digest.digest(),
+        )
+        return pb.GenerateEvent(done=done)
+
+    def _forget_evicted(self, evicted: list[Evicted]) -> None:
+        for item in evicted:
+            self.engine.drop(item.key)
+            if item.reason == "lru":
+                self.metrics.evictions.inc()
+                self.metrics.evicted_tokens.inc(item.tokens)
+        self._update_cache_gauges()
+
+    def _update_cache_gauges(self) -> None:
+        self.metrics.kv_tokens.set(self.cache.tokens_held)
+        self.metrics.kv_chains.set(len(self.cache))
