@@ -1,0 +1,129 @@
+"""The API box's settings: one frozen object per process, from an injected environment, CLI flags on top.
+
+Every field has an environment variable `TETHER_BOX_<FIELD IN UPPER CASE>` (lists are comma-separated,
+booleans are 1/0/true/false/yes/no). `Settings.from_env(os.environ)` reads them; `api_box.__main__`
+applies command-line flags with `dataclasses.replace`. Bad values fail loudly at start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, get_type_hints
+
+from api_box.core.protocol import Limits
+
+ENV_PREFIX = "TETHER_BOX_"
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything configurable about one API box process."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080  # 0: a free port (printed on the start line)
+    admin_port: int = 0  # /metrics; 0: a free port, -1: off (/livez and /readyz are on the main port too)
+    workers: tuple[str, ...] = ("127.0.0.1:50051",)
+    box_id: str = field(default_factory=socket.gethostname)
+    models: tuple[str, ...] = ("tether-sim",)  # listed by GET /v1/models (any model name is accepted)
+    api_keys: tuple[str, ...] = ()  # keys of tenant "default"
+    api_keys_file: str = ""
+    dev: bool = False  # also accept the documented key tether-dev-key (tenant "default")
+    session_store_bytes: int = 512 * _MIB
+    connection_max_seconds: float = 3600.0
+    log_format: str = "text"  # text | json
+    log_level: str = "INFO"
+    max_frame_bytes: int = 16 * _MIB
+    max_body_bytes: int = 32 * _MIB
+    max_json_depth: int = 32
+    max_items: int = 4096
+    max_tools: int = 128
+    max_chain_tokens: int = 1_048_576
+    max_queued_creates: int = 64
+    send_queue_frames: int = 4096
+    send_timeout_seconds: float = 30.0
+    ws_heartbeat_seconds: float = 30.0
+    worker_connect_timeout: float = 2.0
+    worker_request_timeout: float = 300.0
+    default_max_output_tokens: int = 1024
+    shutdown_grace_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "port": -1 < self.port < 65536,
+            "admin_port": -2 < self.admin_port < 65536,
+            "workers": bool(self.workers) and all(_is_target(w) for w in self.workers),
+            "box_id": bool(self.box_id),
+            "models": bool(self.models),
+            "session_store_bytes": self.session_store_bytes > 0,
+            "connection_max_seconds": self.connection_max_seconds > 0,
+            "log_format": self.log_format in ("text", "json"),
+            "max_frame_bytes": self.max_frame_bytes >= 1024,
+            "max_body_bytes": self.max_body_bytes >= 1024,
+            "max_json_depth": self.max_json_depth >= 4,
+            "max_items": self.max_items >= 1,
+            "max_tools": self.max_tools >= 0,
+            "max_chain_tokens": self.max_chain_tokens >= 16,
+            "max_queued_creates": self.max_queued_creates >= 0,
+            "send_queue_frames": self.send_queue_frames >= 8,
+            "send_timeout_seconds": self.send_timeout_seconds > 0,
+            "ws_heartbeat_seconds": self.ws_heartbeat_seconds > 0,
+            "worker_connect_timeout": self.worker_connect_timeout > 0,
+            "worker_request_timeout": self.worker_request_timeout > 0,
+            "default_max_output_tokens": self.default_max_output_tokens >= 1,
+            "shutdown_grace_seconds": self.shutdown_grace_seconds >= 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(
+                f"invalid API box settings: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}"
+            )
+
+    @property
+    def limits(self) -> Limits:
+        """Parser limits derived from these settings."""
+        return Limits(max_json_depth=self.max_json_depth, max_items=self.max_items, max_tools=self.max_tools)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Settings from TETHER_BOX_* variables; raises ValueError naming the bad variable."""
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = ENV_PREFIX + f.name.upper()
+            if name in env:
+                values[f.name] = _convert(name, env[name], hints[f.name])
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (CLI flags over the environment); None values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _is_target(target: str) -> bool:
+    host, sep, port = target.rpartition(":")
+    return bool(host) and bool(sep) and port.isdigit() and 0 < int(port) < 65536
+
+
+def _convert(name: str, raw: str, kind: Any) -> Any:
+    text = raw.strip()
+    try:
+        if kind is bool:
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(text)
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        if kind == tuple[str, ...]:
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        return text
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a valid {getattr(kind, '__name__', kind)}") from None

@@ -1,0 +1,268 @@
+"""What a cold store (Redis, the cold-handoff issue) writes and restores: turn records and chain snapshots.
+
+Write-behind appends one `TurnRecord` per completed store:true response. A record is either *whole*
+(`base_response_id` None: `tokens` is the entire chain — a first turn, a fork, a header change, or a
+continuation of a response that was never persisted) or a *delta* over the chain of `base_response_id`
+(`tokens` are the tokens after its first `base_len`). `snapshot_from_turns` folds a whole record and its
+deltas into the `ChainSnapshot` a restore returns, and `record_from_snapshot` turns that into a live
+ResponseRecord. Both encode to bytes (`to_bytes`/`from_bytes`, versioned) and round-trip exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from api_box.core.chain import AgentCounters, ChainRef, ChainState, Header
+from api_box.core.store import ResponseRecord
+
+FORMAT_VERSION = 1
+_TURN_MAGIC = b"TTR1"
+_SNAPSHOT_MAGIC = b"TCS1"
+
+
+def _tokens_to_bytes(tokens: Sequence[int]) -> bytes:
+    packed = array("I", tokens)
+    if sys.byteorder == "big":  # little-endian on the wire
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _tokens_from_bytes(raw: bytes) -> array[int]:
+    if len(raw) % 4:
+        raise ValueError("token bytes are not a multiple of 4")
+    tokens = array("I")
+    tokens.frombytes(raw)
+    if sys.byteorder == "big":
+        tokens.byteswap()
+    return tokens
+
+
+def _frame(magic: bytes, meta: dict[str, Any], tokens: Sequence[int], blobs: Sequence[bytes]) -> bytes:
+    head = orjson.dumps({**meta, "blobs": [len(b) for b in blobs]})
+    return b"".join([magic, len(head).to_bytes(4, "little"), head, *blobs, _tokens_to_bytes(tokens)])
+
+
+def _unframe(magic: bytes, raw: bytes) -> tuple[dict[str, Any], list[bytes], array[int]]:
+    if raw[:4] != magic:
+        raise ValueError("not a Tether handoff record of this kind/version")
+    head_len = int.from_bytes(raw[4:8], "little")
+    meta = orjson.loads(raw[8 : 8 + head_len])
+    if not isinstance(meta, dict):
+        raise ValueError("corrupt handoff record header")
+    at = 8 + head_len
+    blobs: list[bytes] = []
+    for size in meta.pop("blobs"):
+        blobs.append(raw[at : at + size])
+        at += size
+    return meta, blobs, _tokens_from_bytes(raw[at:])
+
+
+def _agent_json(agent: AgentCounters) -> list[Any]:
+    return [agent.tool_calls_since_user_message, agent.user_messages, agent.last_item_is_tool_output]
+
+
+def _agent_from(raw: list[Any]) -> AgentCounters:
+    return AgentCounters(int(raw[0]), int(raw[1]), bool(raw[2]))
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRecord:
+    """One completed store:true response, as write-behind appends it."""
+
+    tenant: str
+    response_id: str
+    previous_response_id: str | None
+    base_response_id: str | None  # None: `tokens` is the whole chain
+    base_len: int
+    cache_key: str
+    header_key: bytes
+    header_len: int
+    tokens: tuple[int, ...]
+    call_ids: dict[str, int]  # call ids added by this turn (all of them for a whole record)
+    agent: AgentCounters
+    created_at: float
+    resource: bytes = b""
+    input_items: bytes = b""
+    version: int = field(default=FORMAT_VERSION)
+
+    @property
+    def whole(self) -> bool:
+        """True when `tokens` is the entire chain."""
+        return self.base_response_id is None
+
+    def to_bytes(self) -> bytes:
+        """Versioned binary encoding."""
+        meta = {
+            "v": self.version,
+            "tenant": self.tenant,
+            "id": self.response_id,
+            "prev": self.previous_response_id,
+            "base": self.base_response_id,
+            "base_len": self.base_len,
+            "cache_key": self.cache_key,
+            "header_key": self.header_key.hex(),
+            "header_len": self.header_len,
+            "call_ids": self.call_ids,
+            "agent": _agent_json(self.agent),
+            "created_at": self.created_at,
+        }
+        return _frame(_TURN_MAGIC, meta, self.tokens, [self.resource, self.input_items])
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> TurnRecord:
+        """Decode `to_bytes` output; raises ValueError on anything else."""
+        meta, (resource, items), tokens = _unframe(_TURN_MAGIC, raw)
+        return cls(
+            tenant=meta["tenant"],
+            response_id=meta["id"],
+            previous_response_id=meta["prev"],
+            base_response_id=meta["base"],
+            base_len=meta["base_len"],
+            cache_key=meta["cache_key"],
+            header_key=bytes.fromhex(meta["header_key"]),
+            header_len=meta["header_len"],
+            tokens=tuple(tokens),
+            call_ids=dict(meta["call_ids"]),
+            agent=_agent_from(meta["agent"]),
+            created_at=meta["created_at"],
+            resource=resource,
+            input_items=items,
+            version=meta["v"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChainSnapshot:
+    """Everything needed to continue from one response on another box."""
+
+    tenant: str
+    response_id: str
+    cache_key: str
+    header_key: bytes
+    header_len: int
+    tokens: tuple[int, ...]
+    call_ids: dict[str, int]
+    agent: AgentCounters
+    resource: bytes = b""
+    input_items: bytes = b""
+
+    def to_bytes(self) -> bytes:
+        """Versioned binary encoding."""
+        meta = {
+            "v": FORMAT_VERSION,
+            "tenant": self.tenant,
+            "id": self.response_id,
+            "cache_key": self.cache_key,
+            "header_key": self.header_key.hex(),
+            "header_len": self.header_len,
+            "call_ids": self.call_ids,
+            "agent": _agent_json(self.agent),
+        }
+        return _frame(_SNAPSHOT_MAGIC, meta, self.tokens, [self.resource, self.input_items])
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> ChainSnapshot:
+        """Decode `to_bytes` output; raises ValueError on anything else."""
+        meta, (resource, items), tokens = _unframe(_SNAPSHOT_MAGIC, raw)
+        return cls(
+            tenant=meta["tenant"],
+            response_id=meta["id"],
+            cache_key=meta["cache_key"],
+            header_key=bytes.fromhex(meta["header_key"]),
+            header_len=meta["header_len"],
+            tokens=tuple(tokens),
+            call_ids=dict(meta["call_ids"]),
+            agent=_agent_from(meta["agent"]),
+            resource=resource,
+            input_items=items,
+        )
+
+
+def turn_record(
+    record: ResponseRecord,
+    *,
+    base: ResponseRecord | None,
+    previous_response_id: str | None,
+    start: int,
+    created_at: float,
+) -> TurnRecord:
+    """The write-behind record of a completed store:true response.
+
+    `base` is the record this turn extended in place (None for a new chain); a delta is written only when
+    the base was itself persisted (store:true), else the whole chain. `start` is where this turn's tokens
+    begin in the chain. Cost: O(this turn's tokens) for a delta.
+    """
+    chain = record.ref.chain
+    whole = base is None or not base.store
+    first = 0 if whole else start
+    call_ids = {cid: pos for cid, pos in chain.call_ids.items() if pos > first and pos <= record.ref.length}
+    return TurnRecord(
+        tenant=record.tenant,
+        response_id=record.response_id,
+        previous_response_id=previous_response_id,
+        base_response_id=None if whole or base is None else base.response_id,
+        base_len=first,
+        cache_key=chain.cache_key,
+        header_key=chain.header_key,
+        header_len=chain.header_len,
+        tokens=tuple(chain.tokens[first : record.ref.length]),
+        call_ids=call_ids,
+        agent=record.ref.agent,
+        created_at=created_at,
+        resource=record.resource,
+        input_items=record.input_items,
+    )
+
+
+def snapshot_from_turns(turns: Sequence[TurnRecord]) -> ChainSnapshot:
+    """Fold a whole record and its deltas (oldest first) into the snapshot of the last one."""
+    if not turns or not turns[0].whole:
+        raise ValueError("the first turn record must be whole")
+    tokens = list(turns[0].tokens)
+    call_ids = dict(turns[0].call_ids)
+    for previous, turn in itertools.pairwise(turns):
+        if turn.whole:
+            tokens, call_ids = list(turn.tokens), dict(turn.call_ids)
+            continue
+        if turn.base_response_id != previous.response_id or turn.base_len > len(tokens):
+            raise ValueError(f"turn {turn.response_id} does not extend {previous.response_id}")
+        del tokens[turn.base_len :]
+        tokens += turn.tokens
+        call_ids.update(turn.call_ids)
+    last = turns[-1]
+    return ChainSnapshot(
+        tenant=last.tenant,
+        response_id=last.response_id,
+        cache_key=last.cache_key,
+        header_key=last.header_key,
+        header_len=last.header_len,
+        tokens=tuple(tokens),
+        call_ids=call_ids,
+        agent=last.agent,
+        resource=last.resource,
+        input_items=last.input_items,
+    )
+
+
+def record_from_snapshot(snapshot: ChainSnapshot) -> ResponseRecord:
+    """A live store:true record from a restored snapshot (the worker is assumed to hold nothing)."""
+    tokens = array("I", snapshot.tokens)
+    header = Header(snapshot.header_key, tuple(tokens[: snapshot.header_len]))
+    chain = ChainState(
+        snapshot.cache_key, header, tokens, call_ids=dict(snapshot.call_ids), agent=snapshot.agent
+    )
+    return ResponseRecord(
+        tenant=snapshot.tenant,
+        response_id=snapshot.response_id,
+        ref=ChainRef(chain, chain.length, snapshot.agent),
+        store=True,
+        resource=snapshot.resource,
+        input_items=snapshot.input_items,
+    )

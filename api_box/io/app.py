@@ -1,0 +1,163 @@
+"""Composition root: `build_app(settings, *, registry, worker_pool, cold_store=None)`.
+
+The app owns the worker pool's lifetime (started on startup, closed on cleanup), the background tasks,
+and the open WebSockets (closed with 1012 on shutdown). Every response carries `X-Tether-Box: <box id>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from api_box.config import Settings
+from api_box.core.auth import KeyRing, parse_keys_file
+from api_box.core.errors import BoxError
+from api_box.core.store import SessionStore
+from api_box.io import http
+from api_box.io.cold_store import ColdStore, NullColdStore
+from api_box.io.errors import as_box_error, http_error_response
+from api_box.io.metrics import build_metrics, register_worker_calls
+from api_box.io.state import STATE, TENANT, BoxState
+from api_box.io.tasks import TaskSet
+from api_box.io.turns import TurnRunner
+from gpu_worker.client import WorkerPool
+
+_LOG = logging.getLogger("api_box.app")
+_VERSION = "0.1.0"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def load_keyring(settings: Settings) -> KeyRing:
+    """The API keys of these settings (reads the keys file); raises ValueError on a bad file."""
+    from_file = parse_keys_file(Path(settings.api_keys_file).read_text()) if settings.api_keys_file else {}
+    keyring = KeyRing.build(keys_file=from_file, default_keys=settings.api_keys, dev=settings.dev)
+    if not len(keyring):
+        raise ValueError("no API keys configured: pass --api-key, --api-keys-file or --dev")
+    return keyring
+
+
+def build_app(
+    settings: Settings,
+    *,
+    registry: CollectorRegistry,
+    worker_pool: WorkerPool,
+    cold_store: ColdStore | None = None,
+    keyring: KeyRing | None = None,
+) -> web.Application:
+    """The API box application (the admin app with /metrics is `build_admin_app`)."""
+    metrics = build_metrics(registry, version=_VERSION)
+    register_worker_calls(registry, lambda: worker_pool.call_counts)
+    runner = TurnRunner(
+        settings=settings,
+        pool=worker_pool,
+        store=SessionStore(settings.session_store_bytes),
+        cold=cold_store if cold_store is not None else NullColdStore(),
+        metrics=metrics,
+    )
+    state = BoxState(
+        settings=settings,
+        runner=runner,
+        keyring=keyring if keyring is not None else load_keyring(settings),
+        metrics=metrics,
+        tasks=TaskSet(),
+    )
+    app = web.Application(
+        middlewares=[_errors_middleware, _auth_middleware], client_max_size=settings.max_body_bytes
+    )
+    app[STATE] = state
+    _routes(app)
+    app.on_response_prepare.append(_box_header)
+    app.on_startup.append(_startup)
+    app.on_shutdown.append(_shutdown)
+    app.on_cleanup.append(_cleanup)
+    return app
+
+
+def _routes(app: web.Application) -> None:
+    app.router.add_get("/v1/responses", http.responses_get)
+    app.router.add_post("/v1/responses", http.responses_post)
+    app.router.add_post("/v1/responses/compact", http.compact_post)
+    app.router.add_get("/v1/responses/{response_id}", http.response_get)
+    app.router.add_delete("/v1/responses/{response_id}", http.response_delete)
+    app.router.add_get("/v1/responses/{response_id}/input_items", http.input_items_get)
+    app.router.add_get("/v1/models", http.models_get)
+    app.router.add_get("/livez", http.livez)
+    app.router.add_get("/readyz", http.readyz)
+
+
+def build_admin_app(registry: CollectorRegistry, box: web.Application) -> web.Application:
+    """The admin port: /metrics, and /livez and /readyz of `box`."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def readyz(request: web.Request) -> web.StreamResponse:
+        state = box[STATE]
+        ok = state.ready and not state.draining
+        return web.Response(status=200 if ok else 503, text="ready\n" if ok else "not ready\n")
+
+    admin = web.Application()
+    admin.router.add_get("/metrics", metrics)
+    admin.router.add_get("/livez", http.livez)
+    admin.router.add_get("/readyz", readyz)
+    return admin
+
+
+@web.middleware
+async def _errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    state = request.app[STATE]
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except BoxError as exc:
+        return http_error_response(exc, state.metrics)
+    except Exception as exc:  # a bug: 500 without details (logged by as_box_error)
+        return http_error_response(as_box_error(exc), state.metrics)
+
+
+@web.middleware
+async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith("/v1/"):
+        state = request.app[STATE]
+        request[TENANT] = state.keyring.tenant_for(request.headers.get("Authorization"))
+    return await handler(request)
+
+
+async def _box_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["X-Tether-Box"] = request.app[STATE].settings.box_id
+
+
+async def _startup(app: web.Application) -> None:
+    state = app[STATE]
+    await state.runner.pool.start()
+    state.ready = True
+
+
+async def _shutdown(app: web.Application) -> None:
+    """Close every WebSocket with 1012 (the SDK reconnects) and give them a moment to finish."""
+    state = app[STATE]
+    state.ready = False
+    connections = list(state.connections)
+    for conn in connections:
+        conn.close()
+    if connections:
+        grace = state.settings.shutdown_grace_seconds
+        waits = [asyncio.create_task(conn.wait_closed()) for conn in connections]
+        _, pending = await asyncio.wait(waits, timeout=grace)
+        for task in pending:
+            task.cancel()
+
+
+async def _cleanup(app: web.Application) -> None:
+    state = app[STATE]
+    await state.tasks.close()
+    await state.runner.cold.close()
+    await state.runner.pool.close()

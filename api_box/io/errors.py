@@ -1,0 +1,48 @@
+"""The one place where errors become wire form: a WebSocket error event, or an HTTP error response.
+
+Anything that is not a BoxError (a bug, a worker failure) is first mapped by `as_box_error`: worker
+errors become WorkerFailed (server_error), anything else a generic 500 with no details (the details go to
+the log, never to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from api_box.core.errors import BoxError, WorkerFailed
+from api_box.io.metrics import BoxMetrics
+from gpu_worker.client import WorkerError, WorkerTimeout
+
+_LOG = logging.getLogger("api_box.errors")
+
+
+def as_box_error(exc: BaseException) -> BoxError:
+    """The BoxError for any exception (worker errors → server_error; unknown → server_error, no details)."""
+    if isinstance(exc, BoxError):
+        return exc
+    if isinstance(exc, WorkerTimeout):
+        return WorkerFailed("The model worker did not answer in time.")
+    if isinstance(exc, WorkerError):
+        return WorkerFailed("The model worker failed while processing your request.")
+    _LOG.error("unexpected error", exc_info=exc)
+    return BoxError()
+
+
+def ws_error_event(error: BoxError, metrics: BoxMetrics) -> dict[str, Any]:
+    """The WebSocket error envelope: {"type":"error","status":N,"error":{type,code,message,param}}."""
+    metrics.errors.labels(error.code).inc()
+    return {"type": "error", "status": error.status, "error": error.error_object()}
+
+
+def http_error_response(error: BoxError, metrics: BoxMetrics) -> web.Response:
+    """An HTTP error: the status and {"error":{message,type,param,code}}."""
+    metrics.errors.labels(error.code).inc()
+    return web.Response(
+        status=error.status,
+        body=orjson.dumps({"error": error.error_object()}),
+        content_type="application/json",
+    )

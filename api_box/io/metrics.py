@@ -1,0 +1,165 @@
+"""The API box's Prometheus metrics (names from docs/metrics.md), on an injected registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from api_box.core.errors import all_codes
+
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 40, 80,
+)  # fmt: skip
+ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5)
+
+MODES = ("ws", "http", "sse")
+DIRECTIONS = ("client_to_server", "server_to_client")
+CLIENT_TO_SERVER, SERVER_TO_CLIENT = DIRECTIONS
+
+
+@dataclass(frozen=True, slots=True)
+class BoxMetrics:
+    """Every tether_box_* metric; the cold-store issue updates the redis/write-behind ones."""
+
+    registry: CollectorRegistry
+    bytes: Counter
+    full_context_bytes: Counter
+    responses: Counter
+    errors: Counter
+    time_to_first_token: Histogram
+    inter_token_latency: Histogram
+    turn_duration: Histogram
+    websocket_connections: Gauge
+    sessions: Gauge
+    session_store_bytes: Gauge
+    session_lookups: Counter
+    create_queue_depth: Gauge
+    cold_restore_seconds: Histogram
+    write_behind_queue_depth: Gauge
+    write_behind_lag_seconds: Gauge
+    write_behind_dropped: Counter
+    redis_up: Gauge
+    draining: Gauge
+    drain_started_timestamp: Gauge
+
+
+def build_metrics(registry: CollectorRegistry, *, version: str) -> BoxMetrics:
+    """Register the box's metrics (and build info and the process collector) on `registry`."""
+    r = registry
+    build = Gauge("tether_build_info", "Build information", ["component", "version"], registry=r)
+    build.labels("api_box", version).set(1)
+    ProcessCollector(registry=r)
+    metrics = BoxMetrics(
+        registry=r,
+        bytes=Counter("tether_box_bytes_total", "Payload bytes", ["mode", "direction"], registry=r),
+        full_context_bytes=Counter(
+            "tether_box_full_context_bytes_total",
+            "Bytes the same turn would have uploaded as a stateless full-context request",
+            ["mode"],
+            registry=r,
+        ),
+        responses=Counter("tether_box_responses_total", "Responses finished", ["mode", "status"], registry=r),
+        errors=Counter("tether_box_errors_total", "Error events and bodies sent", ["code"], registry=r),
+        time_to_first_token=Histogram(
+            "tether_box_time_to_first_token_seconds",
+            "Create to first output delta",
+            ["mode"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        ),
+        inter_token_latency=Histogram(
+            "tether_box_inter_token_latency_seconds",
+            "Between output deltas",
+            ["mode"],
+            buckets=ITL_BUCKETS,
+            registry=r,
+        ),
+        turn_duration=Histogram(
+            "tether_box_turn_duration_seconds",
+            "Create to terminal event",
+            ["mode"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        ),
+        websocket_connections=Gauge(
+            "tether_box_websocket_connections", "Open WebSocket connections", registry=r
+        ),
+        sessions=Gauge("tether_box_sessions", "Responses held in the session store", registry=r),
+        session_store_bytes=Gauge(
+            "tether_box_session_store_bytes", "Bytes accounted to the session store", registry=r
+        ),
+        session_lookups=Counter(
+            "tether_box_session_lookups_total", "previous_response_id lookups", ["result"], registry=r
+        ),
+        create_queue_depth=Gauge(
+            "tether_box_create_queue_depth",
+            "response.create events queued behind an in-flight one",
+            registry=r,
+        ),
+        cold_restore_seconds=Histogram(
+            "tether_box_cold_restore_seconds",
+            "Cold-store restore of a chain",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        ),
+        write_behind_queue_depth=Gauge(
+            "tether_box_write_behind_queue_depth", "Turns waiting to be written to the cold store", registry=r
+        ),
+        write_behind_lag_seconds=Gauge(
+            "tether_box_write_behind_lag_seconds", "Age of the oldest unwritten turn", registry=r
+        ),
+        write_behind_dropped=Counter(
+            "tether_box_write_behind_dropped_total", "Turns not written", ["reason"], registry=r
+        ),
+        redis_up=Gauge("tether_box_redis_up", "1 when the last Redis operation succeeded", registry=r),
+        draining=Gauge("tether_box_draining", "1 once the drain started", registry=r),
+        drain_started_timestamp=Gauge(
+            "tether_box_drain_started_timestamp_seconds", "When the drain started (0 before)", registry=r
+        ),
+    )
+    _initialise_labels(metrics)
+    return metrics
+
+
+def _initialise_labels(m: BoxMetrics) -> None:
+    """Export every bounded label combination from the start, so dashboards see zeros, not gaps."""
+    for mode in MODES:
+        for direction in DIRECTIONS:
+            m.bytes.labels(mode, direction)
+        m.full_context_bytes.labels(mode)
+        for status in ("completed", "failed", "incomplete"):
+            m.responses.labels(mode, status)
+        m.time_to_first_token.labels(mode)
+        m.inter_token_latency.labels(mode)
+        m.turn_duration.labels(mode)
+    for code in sorted(all_codes()):
+        m.errors.labels(code)
+    for result in ("memory", "redis", "miss"):
+        m.session_lookups.labels(result)
+
+
+WORKER_CALL_RESULTS = ("ok", "resend", "failover", "error")
+
+
+class WorkerCallsCollector(Collector):
+    """tether_box_worker_calls_total{result}, read from the worker pool's own counts at scrape time."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        """One sample per result (zeros included)."""
+        family = CounterMetricFamily("tether_box_worker_calls", "Worker calls by result", labels=["result"])
+        counts = self._counts()
+        for result in WORKER_CALL_RESULTS:
+            family.add_metric([result], float(counts.get(result, 0)))
+        yield family
+
+
+def register_worker_calls(registry: CollectorRegistry, counts: Callable[[], Mapping[str, int]]) -> None:
+    """Export the pool's call counts (the pool counts ok/resend/failover/error itself)."""
+    registry.register(WorkerCallsCollector(counts))

@@ -1,0 +1,387 @@
+"""Run one response end to end, for every mode (WebSocket, HTTP JSON, HTTP SSE).
+
+    find the base response (connection cache → session store → cold store) → plan the turn (new tokens
+    only, or a whole new chain) → response.created → stream the worker's events as response events →
+    commit the worker's output to the chain → keep the record (store:true) → terminal event.
+
+A refusal before the response exists (previous_response_not_found, unknown_call_id, ...) raises the
+RequestError; the caller answers it (an error event or an HTTP 400). A failure after response.created
+(the worker died, timed out, refused) ends the response with response.failed (server_error).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from api_box.config import Settings
+from api_box.core.chain import (
+    ChainRef,
+    Header,
+    HeaderCache,
+    PendingTurn,
+    abort_turn,
+    begin_turn,
+    commit_turn,
+)
+from api_box.core.errors import BoxError, MissingParameter, PreviousResponseNotFound
+from api_box.core.events import Event, ResponseEvents, Usage, response_template
+from api_box.core.handoff import record_from_snapshot, turn_record
+from api_box.core.protocol import CreateRequest, FunctionCallItem, FunctionCallOutputItem, item_json
+from api_box.core.session import ConnectionSession, TurnOutcome
+from api_box.core.store import ResponseRecord, SessionStore
+from api_box.io.cold_store import ColdStore
+from api_box.io.errors import as_box_error
+from api_box.io.metrics import BoxMetrics
+from gpu_worker.client import (
+    AgentState,
+    CallDelta,
+    CallStart,
+    Done,
+    GenerationRequest,
+    TextDelta,
+    ToolSpec,
+    WorkerPool,
+)
+
+_LOG = logging.getLogger("api_box.turns")
+Emit = Callable[[Event], Awaitable[None]]
+
+
+def new_id(prefix: str) -> str:
+    """A fresh id such as resp_<32 hex> (responses), msg_/fc_ (items), ck_ (chain cache keys)."""
+    return f"{prefix}_{secrets.token_hex(16)}"
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    """How a response ended: its terminal ResponseResource and the outcome for the connection."""
+
+    outcome: TurnOutcome
+    resource: dict[str, Any]
+    error: BoxError | None = None
+
+    @property
+    def status(self) -> str:
+        """completed | incomplete | failed."""
+        return str(self.resource["status"])
+
+
+class _Timing:
+    """Time to first output delta and inter-token latency of one response."""
+
+    __slots__ = ("clock", "last", "metrics", "mode", "received_at")
+
+    def __init__(
+        self, metrics: BoxMetrics, mode: str, received_at: float, clock: Callable[[], float]
+    ) -> None:
+        self.metrics, self.mode, self.received_at, self.clock = metrics, mode, received_at, clock
+        self.last: float | None = None
+
+    def delta(self) -> None:
+        now = self.clock()
+        if self.last is None:
+            self.metrics.time_to_first_token.labels(self.mode).observe(now - self.received_at)
+        else:
+            self.metrics.inter_token_latency.labels(self.mode).observe(now - self.last)
+        self.last = now
+
+
+class TurnRunner:
+    """Shared by the WebSocket and HTTP shells: one instance per app."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        pool: WorkerPool,
+        store: SessionStore,
+        cold: ColdStore,
+        metrics: BoxMetrics,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.store = store
+        self.cold = cold
+        self.metrics = metrics
+        self.clock = clock
+        self.wall = wall
+        self.headers = HeaderCache()
+        self._tool_specs: dict[bytes, tuple[ToolSpec, ...]] = {}
+
+    # ------------------------------------------------------------------------------------- lookups
+    async def find(
+        self, tenant: str, response_id: str, local: ConnectionSession | None = None
+    ) -> ResponseRecord:
+        """The response to continue from: connection cache, session store, then cold store."""
+        record = local.lookup(response_id) if local is not None else None
+        if record is None:
+            record = self.store.get(tenant, response_id)
+        if record is not None:
+            self.metrics.session_lookups.labels("memory").inc()
+            return record
+        record = await self.restore(tenant, response_id)
+        if record is None:
+            self.metrics.session_lookups.labels("miss").inc()
+            raise PreviousResponseNotFound(response_id)
+        self.metrics.session_lookups.labels("redis").inc()
+        return record
+
+    async def restore(self, tenant: str, response_id: str) -> ResponseRecord | None:
+        """A store:true response from the cold store (kept in memory again), or None."""
+        if not self.cold.enabled:
+            return None
+        started = self.clock()
+        try:
+            snapshot = await self.cold.restore(tenant, response_id)
+        except Exception:
+            _LOG.warning("cold restore of a response failed; treated as a miss", exc_info=True)
+            return None
+        self.metrics.cold_restore_seconds.observe(self.clock() - started)
+        if snapshot is None or snapshot.tenant != tenant:
+            return None
+        record = record_from_snapshot(snapshot)
+        self._keep(record)
+        return record
+
+    # ----------------------------------------------------------------------------------------- run
+    async def run(
+        self,
+        create: CreateRequest,
+        *,
+        tenant: str,
+        mode: str,
+        emit: Emit,
+        received_at: float,
+        request_bytes: int,
+        local: ConnectionSession | None = None,
+    ) -> TurnResult:
+        """Run one response; raises the RequestError that refuses it before it is created."""
+        base = None
+        if create.previous_response_id is not None:
+            base = await self.find(tenant, create.previous_response_id, local)
+        header = self.headers.header(create.instructions, create.tools)
+        stateless = mode != "ws" and not create.store and base is None
+        pending = begin_turn(
+            base.ref if base is not None else None,
+            header,
+            create.input,
+            new_cache_key=new_id("ck"),
+            max_tokens=self.settings.max_chain_tokens,
+        )
+        if pending.prompt_len == 0:
+            abort_turn(pending)
+            raise MissingParameter("Missing required parameter: 'input'.", param="input")
+        context_bytes = (base.ref.context_bytes if base is not None else 0) + request_bytes
+        self.metrics.full_context_bytes.labels(mode).inc(context_bytes)
+        response_id = new_id("resp")
+        template = response_template(create, response_id=response_id, created_at=int(self.wall()))
+        events = ResponseEvents(template, new_id)
+        try:
+            request = self._request(create, header, pending, response_id, stateless=stateless)
+            done = await self._stream(request, events, emit, mode=mode, received_at=received_at)
+        except BaseException as exc:
+            abort_turn(pending)
+            if not isinstance(exc, Exception):
+                raise  # cancelled: the connection went away
+            return await self._failed(create, events, emit, exc, mode=mode, received_at=received_at)
+        return await self._completed(
+            create,
+            tenant=tenant,
+            base=base,
+            pending=pending,
+            events=events,
+            done=done,
+            emit=emit,
+            mode=mode,
+            received_at=received_at,
+            context_bytes=context_bytes,
+            stateless=stateless,
+        )
+
+    def _request(
+        self,
+        create: CreateRequest,
+        header: Header,
+        pending: PendingTurn,
+        response_id: str,
+        *,
+        stateless: bool,
+    ) -> GenerationRequest:
+        agent = pending.agent
+        return GenerationRequest(
+            request_id=response_id,
+            cache_key=None if stateless else pending.chain.cache_key,
+            chain=pending.chain.tokens,
+            held_len=0 if stateless else pending.held_len,
+            held_digest=b"" if stateless else pending.held_digest,
+            max_output_tokens=create.max_output_tokens or self.settings.default_max_output_tokens,
+            tools=self._specs(create, header),
+            tool_choice=create.tool_choice,
+            agent=AgentState(
+                agent.tool_calls_since_user_message, agent.user_messages, agent.last_item_is_tool_output
+            ),
+            metadata=create.metadata,
+            model=create.model,
+            temperature=1.0 if create.temperature is None else create.temperature,
+            generate=create.generate,
+            timeout=self.settings.worker_request_timeout,
+        )
+
+    def _specs(self, create: CreateRequest, header: Header) -> tuple[ToolSpec, ...]:
+        specs = self._tool_specs.get(header.key)
+        if specs is None:
+            specs = tuple(
+                ToolSpec(t.name, t.description or "", orjson.dumps(t.parameters or {}).decode())
+                for t in create.tools
+            )
+            if len(self._tool_specs) >= 256:
+                self._tool_specs.clear()
+            self._tool_specs[header.key] = specs
+        return specs
+
+    async def _stream(
+        self, request: GenerationRequest, events: ResponseEvents, emit: Emit, *, mode: str, received_at: float
+    ) -> Done:
+        for event in events.start(in_progress=request.generate):
+            await emit(event)
+        timing = _Timing(self.metrics, mode, received_at, self.clock)
+        stream = self.pool.generate(request)
+        try:
+            async for worker_event in stream:
+                if isinstance(worker_event, TextDelta):
+                    out = events.text(worker_event.text)
+                elif isinstance(worker_event, CallDelta):
+                    out = events.call_arguments(worker_event.arguments)
+                elif isinstance(worker_event, CallStart):
+                    out = events.call_start(worker_event.call_id, worker_event.name)
+                elif isinstance(worker_event, Done):
+                    return worker_event
+                else:
+                    continue
+                if out:
+                    timing.delta()
+                for event in out:
+                    await emit(event)
+        finally:
+            # Leaving early (the client went away) must cancel the RPC now, not at garbage collection.
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+        raise BoxError("the worker stream ended without Done")
+
+    async def _failed(
+        self,
+        create: CreateRequest,
+        events: ResponseEvents,
+        emit: Emit,
+        exc: Exception,
+        *,
+        mode: str,
+        received_at: float,
+    ) -> TurnResult:
+        error = as_box_error(exc)
+        _LOG.warning("response failed: %s (%s)", error.code, exc)
+        self.metrics.errors.labels(error.code).inc()
+        for event in events.fail(error):
+            await emit(event)
+        self._finished(mode, "failed", received_at)
+        return TurnResult(TurnOutcome(None, create.previous_response_id), events.resource, error)
+
+    async def _completed(
+        self,
+        create: CreateRequest,
+        *,
+        tenant: str,
+        base: ResponseRecord | None,
+        pending: PendingTurn,
+        events: ResponseEvents,
+        done: Done,
+        emit: Emit,
+        mode: str,
+        received_at: float,
+        context_bytes: int,
+        stateless: bool,
+    ) -> TurnResult:
+        if create.generate:
+            usage = Usage(done.prompt_tokens, done.cached_tokens, done.output_tokens)
+            final = events.finish(usage, finish_reason=done.finish_reason, completed_at=int(self.wall()))
+        else:
+            final = events.warmed(completed_at=int(self.wall()))
+        output_bytes = len(orjson.dumps(events.resource["output"]))
+        ref = commit_turn(
+            pending,
+            done.output_token_ids,
+            [call.call_id for call in events.function_calls],
+            worker_len=done.chain_len,
+            worker_digest=done.chain_digest,
+            worker_holds=not stateless,
+            context_bytes=context_bytes + output_bytes,
+        )
+        record = self._record(create, tenant, ref, events)
+        if create.store:
+            self._keep(record)
+            await self._write_behind(record, base, pending, create)
+        for event in final:
+            await emit(event)
+        self._finished(mode, events.resource["status"], received_at)
+        return TurnResult(TurnOutcome(record, create.previous_response_id), events.resource)
+
+    def _record(
+        self, create: CreateRequest, tenant: str, ref: ChainRef, events: ResponseEvents
+    ) -> ResponseRecord:
+        if not create.store:
+            return ResponseRecord(tenant, events.response_id, ref, store=False)
+        items = [item_json(item, item.item_id or new_id(_item_prefix(item))) for item in create.input]
+        return ResponseRecord(
+            tenant,
+            events.response_id,
+            ref,
+            store=True,
+            resource=orjson.dumps(events.resource),
+            input_items=orjson.dumps(items),
+        )
+
+    def _keep(self, record: ResponseRecord) -> None:
+        evicted = self.store.put(record)
+        if evicted:
+            _LOG.debug("session store evicted %d responses", len(evicted))
+        self.metrics.sessions.set(len(self.store))
+        self.metrics.session_store_bytes.set(self.store.nbytes)
+
+    async def _write_behind(
+        self, record: ResponseRecord, base: ResponseRecord | None, pending: PendingTurn, create: CreateRequest
+    ) -> None:
+        if not self.cold.enabled:
+            return
+        turn = turn_record(
+            record,
+            base=None if pending.fresh else base,
+            previous_response_id=create.previous_response_id,
+            start=pending.start,
+            created_at=self.wall(),
+        )
+        try:
+            await self.cold.append(turn)
+        except Exception:
+            _LOG.warning("cold store append failed", exc_info=True)
+
+    def _finished(self, mode: str, status: str, received_at: float) -> None:
+        self.metrics.responses.labels(mode, status).inc()
+        self.metrics.turn_duration.labels(mode).observe(self.clock() - received_at)
+
+
+def _item_prefix(item: object) -> str:
+    if isinstance(item, FunctionCallItem):
+        return "fc"
+    if isinstance(item, FunctionCallOutputItem):
+        return "fco"
+    return "msg"

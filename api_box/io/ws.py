@@ -1,0 +1,276 @@
+"""WebSocket mode: `GET /v1/responses` upgraded. One reader, one sender, at most one turn at a time.
+
+Tasks of a connection, all owned by `WsConnection.serve` and cancelled when it ends:
+- the handler coroutine itself is the only reader: text frames are parsed (api_box/core/protocol.py) and
+  fed to the connection state machine (api_box/core/session.py), whose effects this shell performs;
+- the sender drains a bounded queue of frames; a client that stops reading fills it and the connection is
+  closed (1008, or aborted when even the close frame cannot be written);
+- the running turn (api_box/io/turns.py) emits its events into that queue.
+
+Transport rules: a frame over max_frame_bytes closes with 1009 (aiohttp's max_msg_size); a text frame that
+is not UTF-8 closes with 1007 (RFC 6455 §8.1); a binary frame, malformed or too-deep JSON, an unknown event
+type or an invalid create is answered with an error event, in its place in the FIFO, and the socket stays
+open. The connection-age limit closes with 1000 after websocket_connection_limit_reached; a server
+shutdown closes with 1012 (the SDK reconnects on it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from api_box.config import Settings
+from api_box.core.errors import BinaryFrame, InvalidJson, RequestError
+from api_box.core.events import Event
+from api_box.core.protocol import parse_create
+from api_box.core.session import (
+    CLOSE_SERVICE_RESTART,
+    Arrival,
+    Close,
+    ConnectionSession,
+    Effect,
+    ReleaseChain,
+    SendError,
+    StartTurn,
+    TurnOutcome,
+)
+from api_box.io.errors import as_box_error, ws_error_event
+from api_box.io.metrics import CLIENT_TO_SERVER, SERVER_TO_CLIENT, BoxMetrics
+from api_box.io.tasks import TaskSet
+from api_box.io.turns import TurnRunner
+
+_LOG = logging.getLogger("api_box.ws")
+CLOSE_INVALID_TEXT = 1007
+CLOSE_POLICY = 1008
+_CLOSE_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class _CloseCommand:
+    code: int
+    reason: str
+
+
+class WsConnection:
+    """One accepted WebSocket."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        *,
+        tenant: str,
+        settings: Settings,
+        runner: TurnRunner,
+        tasks: TaskSet,
+    ) -> None:
+        self.ws = ws
+        self.tenant = tenant
+        self.settings = settings
+        self.runner = runner
+        self.metrics: BoxMetrics = runner.metrics
+        self.tasks = tasks
+        self._loop = asyncio.get_running_loop()
+        self.session = ConnectionSession(
+            opened_at=self._loop.time(),
+            max_age_seconds=settings.connection_max_seconds,
+            max_queued=settings.max_queued_creates,
+        )
+        self._frames: asyncio.Queue[bytes | _CloseCommand] = asyncio.Queue(settings.send_queue_frames)
+        self._turn: asyncio.Task[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._close_queued = False
+        self._queued_reported = 0
+        self._done = asyncio.Event()
+
+    async def serve(self) -> None:
+        """Read frames until the socket closes, then release everything the connection holds."""
+        self.metrics.websocket_connections.inc()
+        self._sender = asyncio.create_task(self._send_loop())
+        self._arm_timer()
+        try:
+            while not self._closing:
+                msg = await self.ws.receive()
+                if msg.type is WSMsgType.TEXT:
+                    self._on_text(msg.data)
+                elif msg.type is WSMsgType.BINARY:
+                    self._on_binary(msg.data)
+                else:
+                    break  # CLOSE, CLOSING, CLOSED or ERROR (1009 is sent by aiohttp itself)
+        finally:
+            await self._shutdown()
+
+    async def wait_closed(self) -> None:
+        """Return once `serve` has released everything."""
+        await self._done.wait()
+
+    def close(self, code: int = CLOSE_SERVICE_RESTART, reason: str = "server shutting down") -> None:
+        """Ask the connection to close after the frames already queued (server shutdown or drain)."""
+        self._request_close(code, reason)
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def _on_text(self, data: bytes | str) -> None:
+        raw = data.encode() if isinstance(data, str) else data
+        self.metrics.bytes.labels("ws", CLIENT_TO_SERVER).inc(len(raw))
+        try:
+            incoming: object = parse_create(raw, self.settings.limits, websocket=True)
+        except InvalidJson as exc:
+            if not _is_utf8(raw):
+                self._request_close(CLOSE_INVALID_TEXT, "invalid UTF-8 in a text frame")
+                return
+            incoming = exc
+        except RequestError as exc:
+            incoming = exc
+        self._receive(Arrival(incoming, self._loop.time(), len(raw)))  # type: ignore[arg-type]
+
+    def _on_binary(self, data: bytes) -> None:
+        self.metrics.bytes.labels("ws", CLIENT_TO_SERVER).inc(len(data))
+        error = BinaryFrame("Binary frames are not supported; send each event as a JSON text frame.")
+        self._receive(Arrival(error, self._loop.time(), len(data)))
+
+    def _receive(self, arrival: Arrival) -> None:
+        self._apply(self.session.receive(arrival, self._loop.time()))
+
+    # -- effects -----------------------------------------------------------------------------------
+
+    def _apply(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, StartTurn):
+                self._turn = asyncio.create_task(self._run_turn(effect.arrival))
+            elif isinstance(effect, SendError):
+                self._send_event(ws_error_event(effect.error, self.metrics))
+            elif isinstance(effect, Close):
+                self._request_close(effect.code, effect.reason)
+            elif isinstance(effect, ReleaseChain):
+                self.tasks.spawn(self.runner.pool.drop(effect.cache_key))
+        queued = self.session.queued
+        if queued != self._queued_reported:
+            self.metrics.create_queue_depth.inc(queued - self._queued_reported)
+            self._queued_reported = queued
+
+    async def _run_turn(self, arrival: Arrival) -> None:
+        create = StartTurn(arrival).create
+        try:
+            result = await self.runner.run(
+                create,
+                tenant=self.tenant,
+                mode="ws",
+                emit=self._emit,
+                received_at=arrival.received_at,
+                request_bytes=arrival.size,
+                local=self.session,
+            )
+            outcome = result.outcome
+        except Exception as exc:  # refused before the response existed: an error event
+            self._send_event(ws_error_event(as_box_error(exc), self.metrics))
+            outcome = TurnOutcome(None, create.previous_response_id)
+        try:
+            self._apply(self.session.turn_finished(outcome, self._loop.time()))
+        except Exception:  # a bug here must not leave the connection silently stuck
+            _LOG.exception("websocket turn bookkeeping failed; closing the connection")
+            self._request_close(1011, "internal error")
+
+    async def _emit(self, event: Event) -> None:
+        self._send_event(event)
+
+    def _send_event(self, event: Event) -> None:
+        self._enqueue(orjson.dumps(event))
+
+    def _enqueue(self, frame: bytes | _CloseCommand) -> None:
+        if self._closing:
+            return
+        try:
+            self._frames.put_nowait(frame)
+        except asyncio.QueueFull:
+            _LOG.warning(
+                "client is not reading: %d frames queued; closing the connection", self._frames.qsize()
+            )
+            self._closing = True
+            if self._sender is not None:
+                self._sender.cancel()
+            self.tasks.spawn(self._close_now(CLOSE_POLICY, "send queue full"))
+            return
+        if isinstance(frame, bytes):
+            self.metrics.bytes.labels("ws", SERVER_TO_CLIENT).inc(len(frame))
+
+    def _request_close(self, code: int, reason: str) -> None:
+        if not self._closing:
+            self._enqueue(_CloseCommand(code, reason))
+            self._close_queued = not self._closing  # False when the queue overflowed instead
+            self._closing = True
+
+    # -- sending -----------------------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        timeout = self.settings.send_timeout_seconds
+        try:
+            while True:
+                frame = await self._frames.get()
+                if isinstance(frame, _CloseCommand):
+                    await self._close_now(frame.code, frame.reason)
+                    return
+                async with asyncio.timeout(timeout):
+                    await self.ws.send_frame(frame, WSMsgType.TEXT)
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            _LOG.info("websocket send failed (%s); closing", type(exc).__name__)
+            self._closing = True
+            await self._close_now(CLOSE_POLICY, "send failed")
+
+    async def _close_now(self, code: int, reason: str) -> None:
+        """Close with `code`; abort the transport when even the close frame cannot be written in time."""
+        if self.ws.closed:
+            return
+        try:
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
+                await self.ws.close(code=code, message=reason.encode())
+        except (TimeoutError, ConnectionError, RuntimeError):
+            _LOG.info("websocket close did not complete; connection aborted")
+
+    # -- lifetime ----------------------------------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        self._timer = self._loop.call_at(self.session.deadline, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        if self._loop.time() < self.session.deadline:
+            self._arm_timer()  # fired early
+            return
+        self._apply(self.session.deadline_reached(self._loop.time()))
+
+    async def _shutdown(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        turn = self._turn
+        if turn is not None and not turn.done():
+            turn.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await turn
+        self._closing = True
+        self._apply(self.session.close())
+        sender = self._sender
+        if sender is not None and not sender.done():
+            if self._close_queued and not self.ws.closed:
+                # Let the requested close (and the frames before it, e.g. an error event) go out.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(sender), _CLOSE_TIMEOUT + 1.0)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+        await self._close_now(CLOSE_SERVICE_RESTART, "closing")
+        self.metrics.websocket_connections.dec()
+        self._done.set()
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -1,0 +1,151 @@
+"""A fake WorkerPool for the API box's component tests: the real client's interface and delta protocol.
+
+It keeps a chain per cache key like a worker (so a wrong held_len/digest is detected and answered with a
+full resend, counted as "resend"), records every request and how many tokens travelled, and generates by
+a script: by default, a function call while the metadata asks for more calls since the last user
+message (`fake_calls`, default 0), else a short text answer. Output ids are the chat-format rendering of
+the output item, as the real engines produce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from gpu_worker.client import (
+    CallDelta,
+    CallStart,
+    Done,
+    GenerationRequest,
+    Prefill,
+    TextDelta,
+    WorkerEvent,
+    WorkerUnavailable,
+)
+from gpu_worker.wire import chat
+from gpu_worker.wire.chain import digest_of
+
+ANSWER = "Here is the answer."
+
+
+@dataclass
+class Reply:
+    """What the fake generates for one request."""
+
+    text: str | None = ANSWER
+    calls: list[tuple[str, str, str]] = field(default_factory=list)  # (call_id, name, arguments)
+    finish_reason: str = "stop"
+
+
+def default_script(req: GenerationRequest) -> Reply:
+    """A tool call while `fake_calls` says more are due, else a text answer."""
+    wanted = int(req.metadata.get("fake_calls", "0"))
+    if req.tools and req.agent.tool_calls_since_user_message < wanted:
+        n = req.agent.tool_calls_since_user_message
+        return Reply(text=None, calls=[(f"call_{req.request_id[-8:]}_{n}", req.tools[0].name, '{"n": %d}' % n)])
+    return Reply(text=req.metadata.get("fake_text", ANSWER))
+
+
+@dataclass
+class Sent:
+    """One generate call as the worker saw it."""
+
+    request: GenerationRequest
+    tokens_sent: int  # tokens that travelled (the delta, or the whole chain)
+    resent: bool
+
+
+class FakeWorkerPool:
+    """Stands in for gpu_worker.client.WorkerPool."""
+
+    def __init__(self, script: Callable[[GenerationRequest], Reply] = default_script) -> None:
+        self.script = script
+        self.targets = ("fake-worker-a:1", "fake-worker-b:2")
+        self.chains: dict[str, list[int]] = {}
+        self.sent: list[Sent] = []
+        self.dropped: list[str] = []
+        self.counts: Counter[str] = Counter()
+        self.started = False
+        self.closed = False
+        self.fail_mid_stream = 0  # the next N calls die after their first delta
+        self.gate: asyncio.Event | None = None  # when set, generations wait for it after Prefill
+        self.delta_repeat = 1  # emit each text delta this many times (big outputs)
+
+    @property
+    def call_counts(self) -> Mapping[str, int]:
+        return dict(self.counts)
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def owner(self, cache_key: str) -> str:
+        return self.targets[hash(cache_key) % len(self.targets)]
+
+    async def drop(self, cache_key: str) -> bool:
+        self.dropped.append(cache_key)
+        return self.chains.pop(cache_key, None) is not None
+
+    async def generate(self, req: GenerationRequest) -> AsyncIterator[WorkerEvent]:
+        resent = False
+        if req.held_len:
+            held = self.chains.get(req.cache_key or "")
+            resent = held is None or len(held) != req.held_len or digest_of(held) != req.held_digest
+        self.sent.append(Sent(req, len(req.chain) - (0 if resent else req.held_len), resent))
+        reply = self.script(req) if req.generate else Reply(text=None)
+        output = _render(reply)
+        yield Prefill(len(req.chain), req.held_len if not resent else 0, len(req.chain) - req.held_len, 0.0, "fake")
+        if self.gate is not None:
+            await self.gate.wait()
+        async for event in self._deltas(reply):
+            yield event
+        chain = [*req.chain, *output]
+        if req.cache_key:
+            self.chains[req.cache_key] = chain
+        self.counts["resend" if resent else "ok"] += 1
+        yield Done(
+            finish_reason="tool_call" if reply.calls else reply.finish_reason,
+            prompt_tokens=len(req.chain),
+            cached_tokens=0 if resent else req.held_len,
+            output_tokens=len(output),
+            output_token_ids=tuple(output),
+            chain_len=len(chain),
+            chain_digest=digest_of(chain),
+            worker="fake",
+        )
+
+    async def _deltas(self, reply: Reply) -> AsyncIterator[WorkerEvent]:
+        if reply.text is not None:
+            for _ in range(self.delta_repeat):
+                for piece in _pieces(reply.text):
+                    yield TextDelta(piece, 1)
+                    await self._maybe_die()
+        for call_id, name, arguments in reply.calls:
+            yield CallStart(call_id, name)
+            for piece in _pieces(arguments):
+                yield CallDelta(piece, 1)
+                await self._maybe_die()
+
+    async def _maybe_die(self) -> None:
+        await asyncio.sleep(0)
+        if self.fail_mid_stream:
+            self.fail_mid_stream -= 1
+            self.counts["error"] += 1
+            raise WorkerUnavailable("fake worker went away mid-stream")
+
+
+def _pieces(text: str, size: int = 4) -> Sequence[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def _render(reply: Reply) -> list[int]:
+    ids: list[int] = []
+    if reply.text is not None:
+        ids += chat.render_message("assistant", reply.text)
+    for _, name, arguments in reply.calls:
+        ids += chat.render_function_call(name, arguments)
+    return ids
