@@ -31,6 +31,7 @@ from tether.core.plan import (
     Kind,
     box_name,
     box_plan,
+    readiness_url,
     redis_plan,
     router_plan,
     worker_name,
@@ -235,7 +236,7 @@ class LocalCluster:
 
     async def _launch(self, plan: ChildPlan) -> None:
         argv = [*self._program(plan.kind), *plan.args]
-        env = {**self._environ, "PYTHONUNBUFFERED": "1", **dict(plan.env)}
+        env = {**dict(plan.env_defaults), **self._environ, "PYTHONUNBUFFERED": "1", **dict(plan.env)}
         child = Child(plan.name, argv, env, self._sink, announces=plan.kind != "redis")
         self._children[plan.name] = child
         self._kinds[plan.name] = plan.kind
@@ -256,7 +257,7 @@ class LocalCluster:
     def _readiness(self, kind: Kind, serving: ServingLine) -> Awaitable[None]:
         if kind == "worker":
             return wait_grpc_serving(serving.target, self._budget)
-        return wait_http_ok(f"{serving.http_url}/readyz", self._budget)
+        return wait_http_ok(readiness_url(kind, serving), self._budget)
 
     async def _ready_or_exit(self, child: Child, ready: Awaitable[None]) -> None:
         readiness = asyncio.ensure_future(ready)

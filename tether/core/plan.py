@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tether.config import ClusterSpec
+from tether.core.serving import ServingLine
 
 Kind = Literal["redis", "worker", "box", "router"]
 START_ORDER: tuple[Kind, ...] = ("redis", "worker", "box", "router")
@@ -23,6 +24,16 @@ PROGRAMS: dict[Kind, str] = {
 # `python -m <module>` runs the program when its console script is not installed.
 MODULES: dict[Kind, str] = {"worker": "gpu_worker", "box": "api_box", "router": "router"}
 BOX_REDIS_URL_ENV = "TETHER_BOX_REDIS_URL"
+# The services' own settings the launcher sets: the log format, and a drain budget that fits inside the
+# launcher's stop grace (so a drain ends before the SIGKILL).
+ENV_PREFIXES: dict[Kind, str] = {"worker": "TETHER_WORKER_", "box": "TETHER_BOX_", "router": "TETHER_ROUTER_"}
+DRAIN_SETTINGS: dict[Kind, str] = {
+    "worker": "DRAIN_SECONDS",
+    "box": "SHUTDOWN_GRACE_SECONDS",
+    "router": "DRAIN_TIMEOUT",
+}
+DRAIN_SHARE = 2 / 3
+EnvPairs = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +43,8 @@ class ChildPlan:
     name: str
     kind: Kind
     args: tuple[str, ...]
-    env: tuple[tuple[str, str], ...] = ()
+    env: EnvPairs = ()  # set over the inherited environment
+    env_defaults: EnvPairs = ()  # set unless the inherited environment has them
 
 
 def worker_name(index: int) -> str:
@@ -60,7 +72,7 @@ def worker_plan(spec: ClusterSpec, index: int, port: int = 0) -> ChildPlan:
     """A model worker on `port` (0: free) with its metrics on a free port."""
     args: tuple[str, ...] = ("--host", spec.host, "--port", str(port), "--metrics-port", "0")
     args += ("--engine", spec.engine, "--speed", _number(spec.speed))
-    return ChildPlan(worker_name(index), "worker", args)
+    return ChildPlan(worker_name(index), "worker", args, *_service_env(spec, "worker"))
 
 
 def box_plan(
@@ -74,8 +86,10 @@ def box_plan(
     chosen = box_port(spec, index) if port is None else port
     args: tuple[str, ...] = ("--host", spec.host, "--port", str(chosen), "--admin-port", "0")
     args += ("--workers", ",".join(worker_targets), "--box-id", box_name(index), "--api-key", spec.api_key)
-    env = ((BOX_REDIS_URL_ENV, redis_url),) if redis_url else ()
-    return ChildPlan(box_name(index), "box", args, env)
+    env, defaults = _service_env(spec, "box")
+    if redis_url:
+        env += ((BOX_REDIS_URL_ENV, redis_url),)
+    return ChildPlan(box_name(index), "box", args, env, defaults)
 
 
 def router_plan(spec: ClusterSpec, boxes: Sequence[tuple[str, str]], port: int | None = None) -> ChildPlan:
@@ -83,7 +97,21 @@ def router_plan(spec: ClusterSpec, boxes: Sequence[tuple[str, str]], port: int |
     members = ",".join(f"{name}={target}" for name, target in boxes)
     chosen = spec.port if port is None else port
     args = ("--host", spec.host, "--port", str(chosen), "--admin-port", "0", "--boxes", members)
-    return ChildPlan("router", "router", args)
+    return ChildPlan("router", "router", args, *_service_env(spec, "router"))
+
+
+def readiness_url(kind: Kind, serving: ServingLine) -> str:
+    """GET target of a box's or the router's readiness: the router answers /readyz on its admin port
+    (its main port relays bytes to the boxes), a box on its main port."""
+    if kind == "router" and serving.metrics_url is not None and serving.metrics_url.endswith("/metrics"):
+        return serving.metrics_url.removesuffix("/metrics") + "/readyz"
+    return f"{serving.http_url}/readyz"
+
+
+def _service_env(spec: ClusterSpec, kind: Kind) -> tuple[EnvPairs, EnvPairs]:
+    prefix = ENV_PREFIXES[kind]
+    drain = _number(round(spec.stop_timeout * DRAIN_SHARE, 3))
+    return ((prefix + "LOG_FORMAT", spec.log_format),), ((prefix + DRAIN_SETTINGS[kind], drain),)
 
 
 def _number(value: float) -> str:

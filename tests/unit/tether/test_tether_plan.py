@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from tether.config import ClusterSpec
-from tether.core.plan import BOX_REDIS_URL_ENV, box_plan, redis_plan, router_plan, worker_plan
+from tether.core.plan import (
+    BOX_REDIS_URL_ENV,
+    box_plan,
+    readiness_url,
+    redis_plan,
+    router_plan,
+    worker_plan,
+)
+from tether.core.serving import ServingLine
 
 
 def _flag(args: tuple[str, ...], name: str) -> str:
@@ -31,8 +39,8 @@ def test_boxes_know_every_worker_their_id_the_key_and_redis() -> None:
     assert _flag(plan.args, "--box-id") == "box-1"
     assert _flag(plan.args, "--api-key") == "k1"
     assert _flag(plan.args, "--port") == "0"  # the router owns the base port
-    assert dict(plan.env) == {BOX_REDIS_URL_ENV: "redis://127.0.0.1:7000/0"}
-    assert box_plan(spec, 0, ["w:1"], None).env == ()
+    assert dict(plan.env)[BOX_REDIS_URL_ENV] == "redis://127.0.0.1:7000/0"
+    assert BOX_REDIS_URL_ENV not in dict(box_plan(spec, 0, ["w:1"], None).env)
 
 
 def test_without_a_router_box_zero_takes_the_base_port() -> None:
@@ -52,3 +60,27 @@ def test_redis_runs_in_memory_on_the_chosen_port() -> None:
     plan = redis_plan("127.0.0.1", 7001)
     assert (_flag(plan.args, "--port"), _flag(plan.args, "--bind")) == ("7001", "127.0.0.1")
     assert (_flag(plan.args, "--save"), _flag(plan.args, "--appendonly")) == ("", "no")
+
+
+def test_services_log_in_the_launchers_format_and_drain_within_its_grace() -> None:
+    spec = ClusterSpec(log_format="json", stop_timeout=15)
+    plans = [worker_plan(spec, 0), box_plan(spec, 0, ["w:1"], None), router_plan(spec, [("box-0", "b:1")])]
+    formats = [dict(p.env) for p in plans]
+    assert formats[0]["TETHER_WORKER_LOG_FORMAT"] == "json"
+    assert formats[1]["TETHER_BOX_LOG_FORMAT"] == "json"
+    assert formats[2]["TETHER_ROUTER_LOG_FORMAT"] == "json"
+    assert [dict(p.env_defaults) for p in plans] == [
+        {"TETHER_WORKER_DRAIN_SECONDS": "10"},
+        {"TETHER_BOX_SHUTDOWN_GRACE_SECONDS": "10"},
+        {"TETHER_ROUTER_DRAIN_TIMEOUT": "10"},
+    ]
+
+
+def test_the_router_is_ready_on_its_admin_port_a_box_on_its_own() -> None:
+    router = ServingLine("tether-router", "127.0.0.1", 8080, "http://127.0.0.1:9100/metrics")
+    assert readiness_url("router", router) == "http://127.0.0.1:9100/readyz"
+    assert readiness_url("router", ServingLine("tether-router", "127.0.0.1", 8080, None)).endswith(
+        ":8080/readyz"
+    )
+    box = ServingLine("tether-api-box", "127.0.0.1", 8081, "http://127.0.0.1:9101/metrics")
+    assert readiness_url("box", box) == "http://127.0.0.1:8081/readyz"
