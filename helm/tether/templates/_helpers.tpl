@@ -78,10 +78,14 @@ must cover the preStop sleep, the drain budget (in-flight responses finish, writ
 */}}
 {{- define "tether.apiBox.terminationGracePeriodSeconds" -}}
 {{- $b := .Values.apiBox -}}
+{{- $needed := add $b.preStopSleepSeconds $b.drain.budgetSeconds $b.drain.flushSeconds -}}
 {{- if $b.terminationGracePeriodSeconds -}}
+{{- if lt (int $b.terminationGracePeriodSeconds) (int $needed) -}}
+{{- fail (printf "apiBox.terminationGracePeriodSeconds (%d) must cover preStopSleepSeconds + drain.budgetSeconds + drain.flushSeconds (%d)" (int $b.terminationGracePeriodSeconds) (int $needed)) -}}
+{{- end -}}
 {{- $b.terminationGracePeriodSeconds -}}
 {{- else -}}
-{{- add $b.preStopSleepSeconds $b.drain.budgetSeconds $b.drain.flushSeconds $b.drain.slackSeconds -}}
+{{- add $needed $b.drain.slackSeconds -}}
 {{- end -}}
 {{- end -}}
 
@@ -150,9 +154,13 @@ topologySpreadConstraints:
 {{- printf "%s.svc.%s" .Release.Namespace .Values.clusterDomain -}}
 {{- end -}}
 
-{{/* The api boxes' worker list: the workers' headless Service, resolved by DNS (one address per pod). */}}
+{{/* The api boxes' worker list: every worker pod's stable DNS name, host:port, comma-separated. */}}
 {{- define "tether.apiBox.workersArg" -}}
-{{- printf "dns:///%s.%s:%d" (include "tether.worker.headless" .) (include "tether.clusterDomainSuffix" .) (int .Values.worker.port) -}}
+{{- $targets := list -}}
+{{- range $i := until (int .Values.worker.replicas) -}}
+{{- $targets = append $targets (printf "%s-%d.%s.%s:%d" (include "tether.worker.name" $) $i (include "tether.worker.headless" $) (include "tether.clusterDomainSuffix" $) (int $.Values.worker.port)) -}}
+{{- end -}}
+{{- join "," $targets -}}
 {{- end -}}
 
 {{/* TETHER_BOX_REDIS_URL from the bundled Redis, externalRedis.url or externalRedis.existingSecret. */}}
@@ -169,11 +177,10 @@ topologySpreadConstraints:
 {{- end -}}
 {{- end -}}
 
-{{/* The api boxes' keys file, one "<key> <tenant>" line per entry. */}}
+{{/* The api boxes' keys file (api_box/core/auth.py): one "<tenant> <key>" line per entry. */}}
 {{- define "tether.apiKeys.file" -}}
-{{- range .Values.apiKeys.keys }}
-{{ .key }} {{ .tenant }}
-{{- end }}
+{{- range .Values.apiKeys.keys }}{{ .tenant }} {{ .key }}
+{{ end -}}
 {{- end -}}
 
 {{/* The ScaledObject renders (and owns the replica count) only where KEDA's API is served. */}}
