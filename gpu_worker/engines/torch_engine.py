@@ -142,11 +142,15 @@ class TorchEngine:
 
     name = "torch"
 
-    def __init__(self, settings: TorchSettings, *, agent: AgentSettings | None = None) -> None:
+    def __init__(
+        self, settings: TorchSettings, *, agent: AgentSettings | None = None, model: Transformer | None = None
+    ) -> None:
+        """`model` (optional) is an already loaded model to use instead of the one `settings` describe."""
         self.settings = settings
         self._agent = agent or AgentSettings()
-        self._device = settings.torch_device()
-        self._dtype = settings.torch_dtype(self._device)
+        self._preloaded = model
+        self._device = settings.torch_device() if model is None else model.device
+        self._dtype = settings.torch_dtype(self._device) if model is None else model.dtype
         self._model: Transformer | None = None
         self._kv: KvStore | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -198,6 +202,8 @@ class TorchEngine:
     def _load(self) -> Transformer:
         if self.settings.threads and self._device.type == "cpu":
             torch.set_num_threads(self.settings.threads)
+        if self._preloaded is not None:
+            return self._preloaded
         if self.settings.checkpoint:
             return load_checkpoint(self.settings.checkpoint, device=self._device, dtype=self._dtype)
         cfg = preset(self.settings.preset)

@@ -117,9 +117,11 @@ class _Utf8:
 
 @dataclass(slots=True)
 class AnswerPlan:
-    """`[ASSISTANT]` + `tokens` sampled tokens + `[END]`; finish_reason `length` when `truncated`."""
+    """`[ASSISTANT]` + `tokens` sampled tokens + `[END]`, at most `limit` ids; cut (no `[END]`, finish
+    reason `length`) when `truncated`, as the sim cuts an answer at max_output_tokens."""
 
     tokens: int
+    limit: int
     truncated: bool = False
     _text: list[str] = field(default_factory=list)
     _sampled: int = 0
@@ -134,16 +136,25 @@ class AnswerPlan:
 
     def sampled(self, token: int) -> Advance:
         self._sampled += 1
-        text = self._utf8.feed(token)
-        if self._sampled == self.tokens:
-            text += self._utf8.flush()
+        done = self._sampled == self.tokens
+        text = self._utf8.feed(token) + (self._utf8.flush() if done else "")
         self._text.append(text)
-        events: tuple[EngineEvent, ...] = (TextChunk(text=text, tokens=1),)
-        return Advance(events=events, done=self._sampled == self.tokens)
+        # A token that ends inside a character streams nothing; its text comes with the next one.
+        events: tuple[EngineEvent, ...] = (TextChunk(text=text, tokens=1),) if text else ()
+        return Advance(events=events, done=done)
 
     def finish(self) -> Finished:
         ids = render_message("assistant", "".join(self._text))
-        return Finished(finish_reason="length" if self.truncated else "stop", output_ids=tuple(ids))
+        if self.truncated:
+            ids = ids[:-1]
+        return _cut(ids, self.limit, "length" if self.truncated else "stop")
+
+
+def _cut(ids: list[int], limit: int, reason: str) -> Finished:
+    """Finished with at most `limit` ids (re-encoded text can be longer than what was sampled)."""
+    if len(ids) > limit:
+        return Finished(finish_reason="length", output_ids=tuple(ids[:limit]))
+    return Finished(finish_reason=reason, output_ids=tuple(ids))
 
 
 @dataclass(slots=True)
@@ -151,6 +162,7 @@ class CallPlan:
     """`[CALL] name [ARGS] arguments [END]` with the string values of `arguments` generated."""
 
     call: CallTool
+    limit: int
     _segments: Segments = field(default_factory=list)
     _next: int = 1  # index of the segment being filled (a hole) or fed next
     _left: int = 0  # tokens still to sample in the current hole
@@ -201,23 +213,25 @@ class CallPlan:
     def _chunk(self, text: str, tokens: int, feed: tuple[int, ...], done: bool = False) -> Advance:
         escaped = json.dumps(text, ensure_ascii=False)[1:-1]
         self._text.append(escaped)
-        return Advance(events=(ArgsChunk(text=escaped, tokens=tokens),), feed=feed, done=done)
+        events: tuple[EngineEvent, ...] = (ArgsChunk(text=escaped, tokens=tokens),) if escaped else ()
+        return Advance(events=events, feed=feed, done=done)
 
     def arguments(self) -> str:
         """The arguments generated so far (complete JSON once done)."""
         return "".join(self._text)
 
     def finish(self) -> Finished:
-        ids = render_function_call(self.call.name, self.arguments())
-        return Finished(finish_reason="tool_call", output_ids=tuple(ids))
+        # Cut at `limit` like the sim (whose arguments then end mid-JSON); the stream was not cut.
+        return _cut(render_function_call(self.call.name, self.arguments()), self.limit, "tool_call")
 
 
 OutputPlan = AnswerPlan | CallPlan
 
 
 def plan_for(decision: CallTool | Answer, max_output_tokens: int) -> OutputPlan:
-    """The plan rendering `decision`; an answer is cut to fit `max_output_tokens` (markers included)."""
+    """The plan rendering `decision` in at most `max_output_tokens` ids (markers included)."""
     if isinstance(decision, CallTool):
-        return CallPlan(decision)
-    room = max(0, max_output_tokens - 2)
-    return AnswerPlan(tokens=min(decision.max_tokens, room), truncated=decision.max_tokens > room)
+        return CallPlan(decision, limit=max_output_tokens)
+    tokens = min(decision.max_tokens, max(0, max_output_tokens - 1))
+    truncated = decision.max_tokens + 2 > max_output_tokens
+    return AnswerPlan(tokens=tokens, limit=max_output_tokens, truncated=truncated)

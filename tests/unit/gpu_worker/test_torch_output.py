@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpu_worker.core.agent import Answer, CallTool
-from gpu_worker.engines.base import ArgsChunk, CallStart, TextChunk
+from gpu_worker.engines.base import ArgsChunk, CallStart, Finished, TextChunk
 from gpu_worker.engines.torch_output import (
     PLAIN_VOCAB,
     AnswerPlan,
@@ -76,12 +77,12 @@ def _run(plan: AnswerPlan | CallPlan, tokens: list[int]) -> tuple[list[object], 
 @no_deadline
 @given(st.lists(plain_ids, min_size=1, max_size=20))
 def test_an_answer_renders_the_generated_text_as_an_assistant_message(tokens: list[int]) -> None:
-    plan = AnswerPlan(tokens=len(tokens))
+    plan = AnswerPlan(tokens=len(tokens), limit=100)
     events, fed = _run(plan, tokens)
     finished = plan.finish()
     text = "".join(e.text for e in events if isinstance(e, TextChunk))
     assert text == tokenizer.decode(tokens)
-    assert sum(e.tokens for e in events if isinstance(e, TextChunk)) == len(tokens)
+    assert all(e.text for e in events if isinstance(e, TextChunk))
     assert list(finished.output_ids) == render_message("assistant", text)
     assert finished.finish_reason == "stop"
     assert fed == [Special.ASSISTANT, *tokens[:-1]]
@@ -90,25 +91,39 @@ def test_an_answer_renders_the_generated_text_as_an_assistant_message(tokens: li
 def test_text_is_decoded_incrementally_across_a_split_character() -> None:
     # "é" alone is one token; as two byte tokens it must still stream as "é", once.
     byte_tokens = [tokenizer._encoding().encode_single_token(bytes([b])) for b in "é".encode()]
-    plan = AnswerPlan(tokens=2)
+    plan = AnswerPlan(tokens=2, limit=100)
     events, _ = _run(plan, byte_tokens)
-    assert [e.text for e in events if isinstance(e, TextChunk)] == ["", "é"]
+    assert events == [TextChunk(text="é", tokens=1)]
 
 
-def test_an_answer_cut_by_max_output_tokens_finishes_with_length() -> None:
+def test_an_answer_cut_by_max_output_tokens_ends_without_end_marker_like_the_sim() -> None:
     plan = plan_for(Answer(max_tokens=60), max_output_tokens=10)
     assert isinstance(plan, AnswerPlan)
-    assert plan.tokens == 8
-    _run(plan, [11] * 8)
-    assert plan.finish().finish_reason == "length"
-    assert len(plan.finish().output_ids) <= 10
+    assert plan.tokens == 9
+    _run(plan, [1729] * 9)
+    finished = plan.finish()
+    assert finished.finish_reason == "length"
+    assert len(finished.output_ids) <= 10
+    assert finished.output_ids[0] == Special.ASSISTANT
+    assert Special.END not in finished.output_ids
 
 
-def test_a_zero_token_answer_samples_nothing() -> None:
-    plan = AnswerPlan(tokens=0)
-    start = plan.start()
-    assert start.done
-    assert list(plan.finish().output_ids) == [Special.ASSISTANT, Special.END]
+@pytest.mark.parametrize(
+    ("limit", "ids", "reason"),
+    [(1, [Special.ASSISTANT], "length"), (2, [Special.ASSISTANT, Special.END], "stop")],
+)
+def test_an_empty_answer_samples_nothing(limit: int, ids: list[int], reason: str) -> None:
+    plan = plan_for(Answer(max_tokens=0 if limit == 2 else 5), max_output_tokens=limit)
+    assert plan.start().done
+    assert list(plan.finish().output_ids) == ids
+    assert plan.finish().finish_reason == reason
+
+
+def test_a_call_longer_than_max_output_tokens_is_cut() -> None:
+    plan = plan_for(CallTool(call_id="c", name="tick", arguments='{"n": 1}'), max_output_tokens=4)
+    plan.start()
+    finished = plan.finish()
+    assert finished == Finished("length", tuple(render_function_call("tick", '{"n": 1}')[:4]))
 
 
 @no_deadline
@@ -117,7 +132,7 @@ def test_a_call_has_valid_json_arguments_made_of_sampled_text(tokens: list[int])
     call = CallTool(
         call_id="call_1", name="search", arguments='{"query": "the file", "limit": 5, "deep": true}'
     )
-    plan = CallPlan(call)
+    plan = CallPlan(call, limit=100)
     events, fed = _run(plan, tokens)
     finished = plan.finish()
     arguments = plan.arguments()
@@ -135,7 +150,7 @@ def test_a_call_has_valid_json_arguments_made_of_sampled_text(tokens: list[int])
 
 
 def test_a_call_without_string_values_is_all_forced() -> None:
-    plan = CallPlan(CallTool(call_id="c", name="tick", arguments='{"n": 1}'))
+    plan = CallPlan(CallTool(call_id="c", name="tick", arguments='{"n": 1}'), limit=100)
     start = plan.start()
     assert start.done
     assert list(start.feed) == render_function_call("tick", '{"n": 1}')
