@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
+
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from router.core.hashring import HashRing
 from router.io.router import Router
 
 __all__ = ["ROUTER", "build_admin_app", "ring_description"]
@@ -12,10 +16,8 @@ __all__ = ["ROUTER", "build_admin_app", "ring_description"]
 ROUTER = web.AppKey("router", Router)
 
 
-def ring_description(router: Router) -> dict[str, object]:
-    """What /debug/ring answers: the ring version, its layout and every member with its share."""
-    ring = router.ring
-    shares = ring.shares()
+def ring_description(router: Router, ring: HashRing, shares: Mapping[str, float]) -> dict[str, object]:
+    """What /debug/ring answers: the ring version, its layout and every member with its exact share."""
     now = router.now()
     members = []
     for name in ring.members:
@@ -42,7 +44,10 @@ def ring_description(router: Router) -> dict[str, object]:
 
 
 async def _ring(request: web.Request) -> web.Response:
-    return web.json_response(ring_description(request.app[ROUTER]))
+    router = request.app[ROUTER]
+    ring = router.ring
+    shares = await asyncio.to_thread(ring.shares)  # walks every point once per ring (then cached)
+    return web.json_response(ring_description(router, ring, shares))
 
 
 async def _livez(request: web.Request) -> web.Response:
