@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 from collections.abc import Callable
@@ -77,6 +78,7 @@ def test_alert_has_a_runbook_section(rule: dict[str, Any]) -> None:
     assert anchor in _anchors(RUNBOOKS.read_text(encoding="utf-8")), f"no '### {rule['alert']}' in {RUNBOOKS}"
 
 
+@functools.cache
 def _rule_tests() -> list[dict[str, Any]]:
     cases: list[dict[str, Any]] = []
     for path in RULE_TESTS:
