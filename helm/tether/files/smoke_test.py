@@ -1,10 +1,11 @@
 """Smoke test run by `helm test`: one agent run through the router Service with the official openai SDK.
 
 WebSocket mode: one socket, a `response.create` per turn with only the new input (`previous_response_id`
-chains the turns), tool outputs answered locally, until a turn ends without a function call. Exits 0 after
-a completed final turn; prints each turn. Configuration comes from the environment (set by the chart):
-TETHER_SMOKE_BASE_URL (http://<router>:<port>/v1), TETHER_SMOKE_API_KEY, TETHER_SMOKE_SESSION_HEADER,
-TETHER_SMOKE_MAX_TURNS, TETHER_SMOKE_TIMEOUT_S.
+chains the turns), tool outputs answered locally, until a turn answers with a message instead of a function
+call. Exits 0 when that final answer arrives, 1 on a failed turn or no answer; prints each turn.
+Configuration comes from the environment (set by the chart): TETHER_SMOKE_BASE_URL
+(http://<router>:<port>/v1), TETHER_SMOKE_API_KEY, TETHER_SMOKE_SESSION_HEADER, TETHER_SMOKE_MAX_TURNS,
+TETHER_SMOKE_TIMEOUT_S.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def main() -> int:
     header = os.environ.get("TETHER_SMOKE_SESSION_HEADER", "X-Session-Id")
     session = f"smoke-{uuid.uuid4().hex[:12]}"
     print(f"smoke: {base_url} session={session}", flush=True)
-    with client.responses.connect(extra_headers={header: session}) as conn:
+    # No silent reconnects: a smoke test must see a dropped socket (store:false state is connection-local).
+    with client.responses.connect(extra_headers={header: session}, max_retries=0) as conn:
         create: dict[str, Any] = {
             "model": "tether-sim",
             "instructions": INSTRUCTIONS,
@@ -79,8 +81,13 @@ def main() -> int:
             calls = [item for item in response.get("output", []) if item.get("type") == "function_call"]
             print(f"smoke: turn {turn} {response['id']} completed, {len(calls)} tool call(s)", flush=True)
             if not calls:
-                print(f"smoke: agent run completed in {turn} turn(s)", flush=True)
-                return 0
+                answered = any(item.get("type") == "message" for item in response.get("output", []))
+                print(
+                    f"smoke: agent run {'completed' if answered else 'ended without an answer'} "
+                    f"in {turn} turn(s)",
+                    flush=True,
+                )
+                return 0 if answered else 1
             create = {
                 "model": "tether-sim",
                 "tools": TOOLS,
@@ -88,8 +95,8 @@ def main() -> int:
                 "previous_response_id": response["id"],
                 "input": [tool_output(call) for call in calls],
             }
-    print(f"smoke: still calling tools after {max_turns} turns; the run is alive, counting it as passed")
-    return 0
+    print(f"smoke: no final answer after {max_turns} turns", flush=True)
+    return 1
 
 
 if __name__ == "__main__":
