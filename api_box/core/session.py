@@ -36,9 +36,14 @@ CLOSE_NORMAL = 1000
 CLOSE_SERVICE_RESTART = 1012
 
 _LIMIT_MESSAGE = (
-    "Responses websocket connection limit reached ({minutes} minutes). "
-    "Create a new websocket connection to continue."
+    "Responses websocket connection limit reached ({age}). Create a new websocket connection to continue."
 )
+
+
+def _age_text(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)} minutes"
+    return f"{seconds:g} seconds"
 
 
 class ConnState(enum.IntEnum):
@@ -230,11 +235,9 @@ class ConnectionSession:
 
     def _close_expired(self, *, extra: int) -> list[Effect]:
         """One limit error per create that will not run (at least one), then close 1000."""
-        minutes = round(self._max_age / 60)
+        message = _LIMIT_MESSAGE.format(age=_age_text(self._max_age))
         answers = max(1, len(self._queue) + extra)
-        effects: list[Effect] = [
-            SendError(ConnectionLimitReached(_LIMIT_MESSAGE.format(minutes=minutes))) for _ in range(answers)
-        ]
+        effects: list[Effect] = [SendError(ConnectionLimitReached(message)) for _ in range(answers)]
         effects += self.close()
         effects.append(Close(CLOSE_NORMAL, "connection limit reached"))
         return effects

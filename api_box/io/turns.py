@@ -255,7 +255,9 @@ class TurnRunner:
             await emit(event)
         timing = _Timing(self.metrics, mode, received_at, self.clock)
         stream = self.pool.generate(request)
+        done: Done | None = None
         try:
+            # Iterate to the end, past Done: the pool counts a call once its stream has finished.
             async for worker_event in stream:
                 if isinstance(worker_event, TextDelta):
                     out = events.text(worker_event.text)
@@ -264,7 +266,8 @@ class TurnRunner:
                 elif isinstance(worker_event, CallStart):
                     out = events.call_start(worker_event.call_id, worker_event.name)
                 elif isinstance(worker_event, Done):
-                    return worker_event
+                    done = worker_event
+                    continue
                 else:
                     continue
                 if out:
@@ -276,7 +279,9 @@ class TurnRunner:
             close = getattr(stream, "aclose", None)
             if close is not None:
                 await close()
-        raise BoxError("the worker stream ended without Done")
+        if done is None:
+            raise BoxError("the worker stream ended without Done")
+        return done
 
     async def _failed(
         self,

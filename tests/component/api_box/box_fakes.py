@@ -44,7 +44,8 @@ def default_script(req: GenerationRequest) -> Reply:
     wanted = int(req.metadata.get("fake_calls", "0"))
     if req.tools and req.agent.tool_calls_since_user_message < wanted:
         n = req.agent.tool_calls_since_user_message
-        return Reply(text=None, calls=[(f"call_{req.request_id[-8:]}_{n}", req.tools[0].name, '{"n": %d}' % n)])
+        arguments = f'{{"n": {n}}}'
+        return Reply(text=None, calls=[(f"call_{req.request_id[-8:]}_{n}", req.tools[0].name, arguments)])
     return Reply(text=req.metadata.get("fake_text", ANSWER))
 
 
@@ -98,7 +99,9 @@ class FakeWorkerPool:
         self.sent.append(Sent(req, len(req.chain) - (0 if resent else req.held_len), resent))
         reply = self.script(req) if req.generate else Reply(text=None)
         output = _render(reply)
-        yield Prefill(len(req.chain), req.held_len if not resent else 0, len(req.chain) - req.held_len, 0.0, "fake")
+        yield Prefill(
+            len(req.chain), req.held_len if not resent else 0, len(req.chain) - req.held_len, 0.0, "fake"
+        )
         if self.gate is not None:
             await self.gate.wait()
         async for event in self._deltas(reply):

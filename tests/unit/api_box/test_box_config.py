@@ -1,0 +1,71 @@
+"""Settings from the environment, command-line flags on top, loud failures."""
+
+from __future__ import annotations
+
+import pytest
+
+from api_box.__main__ import settings_from
+from api_box.config import Settings
+
+
+def test_defaults_are_valid() -> None:
+    s = Settings()
+    assert s.port == 8080
+    assert s.connection_max_seconds == 3600.0
+    assert s.workers == ("127.0.0.1:50051",)
+    assert s.limits.max_json_depth == s.max_json_depth
+
+
+def test_environment_is_read_with_types() -> None:
+    s = Settings.from_env(
+        {
+            "TETHER_BOX_PORT": "9000",
+            "TETHER_BOX_WORKERS": "a:1, b:2",
+            "TETHER_BOX_DEV": "yes",
+            "TETHER_BOX_CONNECTION_MAX_SECONDS": "1.5",
+            "TETHER_BOX_BOX_ID": "box-7",
+            "UNRELATED": "x",
+        }
+    )
+    assert (s.port, s.workers, s.dev, s.connection_max_seconds, s.box_id) == (
+        9000,
+        ("a:1", "b:2"),
+        True,
+        1.5,
+        "box-7",
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"TETHER_BOX_PORT": "eighty"}, "TETHER_BOX_PORT"),
+        ({"TETHER_BOX_DEV": "maybe"}, "TETHER_BOX_DEV"),
+        ({"TETHER_BOX_PORT": "70000"}, "port"),
+        ({"TETHER_BOX_WORKERS": "nohost"}, "workers"),
+        ({"TETHER_BOX_LOG_FORMAT": "xml"}, "log_format"),
+        ({"TETHER_BOX_SESSION_STORE_BYTES": "0"}, "session_store_bytes"),
+    ],
+)
+def test_bad_values_fail_loudly_naming_the_setting(env: dict[str, str], name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        Settings.from_env(env)
+
+
+def test_flags_override_the_environment() -> None:
+    s = settings_from(
+        ["--port", "0", "--admin-port", "-1", "--workers", "h:1,h:2", "--api-key", "k1", "--api-key", "k2",
+         "--dev", "--box-id", "b", "--connection-max-seconds", "5", "--log-format", "json"],
+        {"TETHER_BOX_PORT": "9000", "TETHER_BOX_BOX_ID": "env-box"},
+    )  # fmt: skip
+    assert (s.port, s.admin_port, s.workers, s.api_keys, s.dev, s.box_id) == (
+        0,
+        -1,
+        ("h:1", "h:2"),
+        ("k1", "k2"),
+        True,
+        "b",
+    )
+    assert s.connection_max_seconds == 5.0
+    assert s.log_format == "json"
+    assert settings_from([], {"TETHER_BOX_PORT": "9000"}).port == 9000
