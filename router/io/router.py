@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from router.config import Settings
-from router.core.errors import NoUpstream, Overloaded, RouterError
+from router.core.errors import EmptyRing, NoUpstream, Overloaded, RouterError
 from router.core.hashring import HashRing
 from router.core.head import Mode, RequestHead, close_after_one, key_digest, mode_of, routing_key
 from router.core.membership import Member, ring_weights
@@ -83,6 +83,10 @@ class Router:
         except TimeoutError:
             return False
         return True
+
+    async def wait_no_connections(self) -> None:
+        """Return once no client connection is open (at once if none is)."""
+        await self._all_closed.wait()
 
     def now(self) -> float:
         """The loop's monotonic clock (what cooldowns are measured in)."""
@@ -209,6 +213,8 @@ class Router:
     async def _connect(self, conn: ClientConnection, head: RequestHead, raw: bytes, rest: bytes) -> None:
         mode = mode_of(head)
         try:
+            if not self.ring.members:
+                raise EmptyRing("no API box is known yet")
             key = routing_key(head, self.settings.session_header, self.settings.session_query)
             first = (raw if mode is Mode.WS else close_after_one(raw)) + rest
             for attempt, name in enumerate(self._candidates(key.key)):

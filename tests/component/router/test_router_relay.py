@@ -1,0 +1,343 @@
+"""The router in front of in-process boxes: routing, the raw relay, errors, counters, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+import aiohttp
+import pytest
+from conftest import StartBoxes, StartRouter, free_port, router_settings, start_box
+from prometheus_client import CollectorRegistry
+
+from router.app import start_router
+from router.core.membership import Member
+from router.io.sources import StaticSource
+
+TIMEOUT = aiohttp.ClientTimeout(total=10)
+
+
+def metric(running: object, name: str, **labels: str) -> float:
+    registry: CollectorRegistry = running.router.metrics.registry  # type: ignore[attr-defined]
+    value = registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+async def raw_exchange(port: int, request: bytes, *, half_close: bool = False) -> bytes:
+    """Send raw bytes, read until the server closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        if half_close:
+            writer.write_eof()
+        async with asyncio.timeout(10):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+def post(target: str, body: bytes, headers: str = "") -> bytes:
+    return (
+        f"POST {target} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{headers}\r\n"
+    ).encode() + body
+
+
+async def test_websocket_sessions_reach_the_owner_of_their_key(
+    boxes: StartBoxes, routers: StartRouter
+) -> None:
+    started = await boxes(3)
+    running = await routers(router_settings(",".join(b.spec for b in started)))
+    ring = running.router.ring
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+        for i in range(12):
+            key = f"session-{i}"
+            by_header = await session.ws_connect(f"{running.url}/v1/responses", headers={"X-Session-Id": key})
+            by_query = await session.ws_connect(f"{running.url}/v1/responses?session_id={key}")
+            for ws in (by_header, by_query):
+                for turn in range(3):
+                    await ws.send_str(f"turn {turn}")
+                    reply = json.loads((await ws.receive(timeout=5)).data)
+                    assert reply == {"box": ring.lookup(key), "echo": f"turn {turn}"}
+                await ws.send_bytes(b"\x00\xff" * 1000)
+                assert (await ws.receive(timeout=5)).data == b"\x00\xff" * 1000
+                await ws.close()
+    assert metric(running, "tether_router_routed_total", mode="ws", key_source="header") == 12
+    assert metric(running, "tether_router_routed_total", mode="ws", key_source="query") == 12
+    assert metric(running, "tether_router_bytes_total", mode="ws", direction="client_to_server") > 0
+    async with asyncio.timeout(5):
+        await running.router.wait_no_connections()
+    assert metric(running, "tether_router_connections", mode="ws") == 0
+
+
+async def test_each_http_request_is_routed_on_its_own_head(boxes: StartBoxes, routers: StartRouter) -> None:
+    """One pooled client session, many keys: every request reaches its key's box, because the router
+    forwards one request per connection and the box answers `Connection: close`."""
+    started = await boxes(3)
+    running = await routers(router_settings(",".join(b.spec for b in started)))
+    connector = aiohttp.TCPConnector(limit=1)  # the client would reuse one connection if it could
+    async with aiohttp.ClientSession(timeout=TIMEOUT, connector=connector) as session:
+        for i in range(15):
+            key = f"k{i}"
+            async with session.post(
+                f"{running.url}/v1/responses", data=b"{}", headers={"X-Session-Id": key}
+            ) as r:
+                assert r.status == 200
+                assert r.headers["Connection"] == "close"
+                assert (await r.json())["box"] == running.router.ring.lookup(key)
+    assert metric(running, "tether_router_routed_total", mode="http", key_source="header") == 15
+
+
+async def test_http_byte_counters_are_exact(boxes: StartBoxes, routers: StartRouter) -> None:
+    started = await boxes(1)
+    running = await routers(router_settings(started[0].spec))
+    request = post("/v1/responses", b'{"x": 1}', "X-Session-Id: s\r\nConnection: keep-alive\r\n")
+    response = await raw_exchange(running.port, request)
+    assert response.startswith(b"HTTP/1.1 200")
+    forwarded = len(request) - len(b"keep-alive") + len(b"close")  # the head rewritten to Connection: close
+    assert (
+        metric(running, "tether_router_bytes_total", mode="http", direction="client_to_server") == forwarded
+    )
+    assert metric(running, "tether_router_bytes_total", mode="http", direction="server_to_client") == len(
+        response
+    )
+
+
+async def test_half_closes_are_passed_on(routers: StartRouter) -> None:
+    """The splice is TCP-transparent: a client that shuts its sending side still gets the answer, and the
+    box sees the EOF. (The box here reads to EOF before answering, as a half-close-aware server does.)"""
+    received: list[bytes] = []
+
+    async def box(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read()  # until the client's EOF, relayed by the router
+        received.append(data)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(box, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        running = await routers(router_settings(f"raw=127.0.0.1:{port}"))
+        request = post("/v1/responses", b"{}")
+        response = await raw_exchange(running.port, request, half_close=True)
+        assert response == b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone"
+        assert received[0].endswith(b"\r\n\r\n{}")
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_body_bytes_in_the_head_packet_are_forwarded(boxes: StartBoxes, routers: StartRouter) -> None:
+    """Bytes that arrive together with the head (body, early frames) reach the box after the head."""
+    started = await boxes(1)
+    running = await routers(router_settings(started[0].spec))
+    body = os.urandom(200_000)
+    response = await raw_exchange(running.port, post("/v1/responses", body))
+    assert b'"body_bytes": 200000' in response
+
+
+async def test_large_websocket_messages_pass_intact(boxes: StartBoxes, routers: StartRouter) -> None:
+    """Megabytes each way through one connection: the splice with backpressure loses and reorders nothing."""
+    started = await boxes(1)
+    running = await routers(router_settings(started[0].spec))
+    payloads = [os.urandom(size) for size in (1, 70_000, 3_000_000, 5)]
+    async with (
+        aiohttp.ClientSession(timeout=TIMEOUT) as session,
+        session.ws_connect(f"{running.url}/v1/responses", max_msg_size=0) as ws,
+    ):
+        for payload in payloads:
+            await ws.send_bytes(payload)
+        for payload in payloads:
+            assert (await ws.receive(timeout=10)).data == payload
+
+
+async def test_keyless_connections_go_to_the_least_loaded_box(
+    boxes: StartBoxes, routers: StartRouter
+) -> None:
+    started = await boxes(3)
+    running = await routers(router_settings(",".join(b.spec for b in started)))
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+        sockets = [await session.ws_connect(f"{running.url}/v1/responses") for _ in range(6)]
+        seen = []
+        for ws in sockets:
+            await ws.send_str("x")
+            seen.append(json.loads((await ws.receive(timeout=5)).data)["box"])
+        assert sorted(seen) == sorted([b.name for b in started] * 2)
+        assert running.router.loads == {b.name: 2 for b in started}
+        for ws in sockets:
+            await ws.close()
+    async with asyncio.timeout(5):
+        await running.router.wait_no_connections()
+    assert running.router.loads == {b.name: 0 for b in started}
+    assert metric(running, "tether_router_routed_total", mode="ws", key_source="none") == 6
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "reason"),
+    [
+        (b"GET / HTTP/1.1\r\nHost h\r\n\r\n", 400, "malformed"),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 5000 + b"\r\n\r\n", 431, "head_too_large"),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 5000, 431, "head_too_large"),  # never ends
+    ],
+)
+async def test_bad_heads_get_a_clear_error(
+    boxes: StartBoxes, routers: StartRouter, request_bytes: bytes, status: int, reason: str
+) -> None:
+    started = await boxes(1)
+    running = await routers(router_settings(started[0].spec, max_head_bytes=4096))
+    response = await raw_exchange(running.port, request_bytes)
+    assert response.startswith(f"HTTP/1.1 {status} ".encode())
+    assert json.loads(response.partition(b"\r\n\r\n")[2])["error"]["code"] == reason
+    assert metric(running, "tether_router_rejected_total", reason=reason) == 1
+    assert metric(running, "tether_router_bytes_total", mode="http", direction="client_to_server") == 0
+
+
+async def test_a_slow_head_times_out(boxes: StartBoxes, routers: StartRouter) -> None:
+    """Slowloris: a head that trickles in gets 408 when the head timeout runs out, however active it is."""
+    started = await boxes(1)
+    running = await routers(router_settings(started[0].spec, head_timeout=0.3))
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+    writer.write(b"GET / HTTP/1.1\r\n")
+
+    async def drip() -> None:
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            writer.write(b"X: y\r\n")
+
+    dripping = asyncio.create_task(drip())
+    try:
+        async with asyncio.timeout(5):
+            response = await reader.read()
+    finally:
+        dripping.cancel()
+        writer.close()
+    assert response.startswith(b"HTTP/1.1 408 ")
+    assert metric(running, "tether_router_rejected_total", reason="head_timeout") == 1
+
+
+async def test_refused_box_walks_to_the_ring_successor_and_is_reprobed(
+    boxes: StartBoxes, routers: StartRouter
+) -> None:
+    started = await boxes(2)
+    dead_port = free_port()
+    spec = ",".join([*(b.spec for b in started), f"box-dead=127.0.0.1:{dead_port}"])
+    running = await routers(router_settings(spec, probe_interval=0.05, down_cooldown=60))
+    ring = running.router.ring
+    key = next(f"k{i}" for i in range(1000) if ring.lookup(f"k{i}") == "box-dead")
+    successor = list(ring.successors(key))[1]
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+        async with session.post(
+            f"{running.url}/v1/responses", data=b"{}", headers={"X-Session-Id": key}
+        ) as r:
+            assert (await r.json())["box"] == successor
+        assert metric(running, "tether_router_upstream_failures_total", reason="refused") == 1
+        assert running.router.down.marked() == ["box-dead"]
+        # marked down: the next connection skips it without trying (no new failure)
+        async with session.post(
+            f"{running.url}/v1/responses", data=b"{}", headers={"X-Session-Id": key}
+        ) as r:
+            assert (await r.json())["box"] == successor
+        assert metric(running, "tether_router_upstream_failures_total", reason="refused") == 1
+        # the box comes up on its port: the prober clears the mark and the key goes home
+        revived = await start_box("box-dead", dead_port)
+        try:
+            async with asyncio.timeout(5):
+                while running.router.down.marked():
+                    await asyncio.sleep(0.02)
+            async with session.post(
+                f"{running.url}/v1/responses", data=b"{}", headers={"X-Session-Id": key}
+            ) as r:
+                assert (await r.json())["box"] == "box-dead"
+        finally:
+            await revived.stop()
+
+
+async def test_no_reachable_box_is_a_502_before_any_byte_is_forwarded(routers: StartRouter) -> None:
+    spec = ",".join(f"b{i}=127.0.0.1:{free_port()}" for i in range(3))
+    running = await routers(router_settings(spec, connect_attempts=3))
+    response = await raw_exchange(running.port, post("/v1/responses", b"{}", "X-Session-Id: s\r\n"))
+    assert response.startswith(b"HTTP/1.1 502 ")
+    assert metric(running, "tether_router_upstream_failures_total", reason="refused") == 3
+    assert metric(running, "tether_router_rejected_total", reason="no_upstream") == 1
+    assert metric(running, "tether_router_bytes_total", mode="http", direction="client_to_server") == 0
+
+
+class EmptySource:
+    async def run(self, publish: object) -> None:
+        publish([])  # type: ignore[operator]
+
+
+async def test_an_empty_ring_is_a_503(routers: StartRouter) -> None:
+    running = await routers(router_settings("unused=127.0.0.1:1"), source=EmptySource())
+    response = await raw_exchange(running.port, post("/v1/responses", b"{}"))
+    assert response.startswith(b"HTTP/1.1 503 ")
+    assert not running.router.ready()
+
+
+async def test_connections_over_the_limit_are_refused(boxes: StartBoxes, routers: StartRouter) -> None:
+    started = await boxes(1)
+    running = await routers(router_settings(started[0].spec, max_connections=1))
+    async with (
+        aiohttp.ClientSession(timeout=TIMEOUT) as session,
+        session.ws_connect(f"{running.url}/v1/responses") as ws,
+    ):
+        response = await raw_exchange(running.port, post("/v1/responses", b"{}"))
+        assert response.startswith(b"HTTP/1.1 503 ")
+        await ws.send_str("still fine")
+        assert json.loads((await ws.receive(timeout=5)).data)["echo"] == "still fine"
+    assert metric(running, "tether_router_rejected_total", reason="overloaded") == 1
+
+
+async def test_idle_connections_are_closed(boxes: StartBoxes, routers: StartRouter) -> None:
+    started = await boxes(1)
+    running = await routers(router_settings(started[0].spec, idle_timeout=0.4))
+    async with (
+        aiohttp.ClientSession(timeout=TIMEOUT) as session,
+        session.ws_connect(f"{running.url}/v1/responses", autoping=False) as ws,
+    ):
+        message = await ws.receive(timeout=5)
+        assert message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.ERROR)
+    async with asyncio.timeout(5):
+        await running.router.wait_no_connections()
+
+
+async def test_drain_waits_for_connections_then_drops_the_rest(boxes: StartBoxes) -> None:
+    started = await boxes(1)
+    running = await start_router(router_settings(started[0].spec), registry=CollectorRegistry())
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+        ws = await session.ws_connect(f"{running.url}/v1/responses")
+        stopping = asyncio.create_task(running.stop(drain_timeout=0.3))
+        async with asyncio.timeout(5):
+            while running.router.ready():
+                await asyncio.sleep(0.01)
+        await ws.send_str("during the drain")  # open connections keep working while draining
+        assert json.loads((await ws.receive(timeout=5)).data)["echo"] == "during the drain"
+        assert await stopping is None
+        assert (await ws.receive(timeout=5)).type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+        await ws.close()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", running.port)
+
+
+async def test_membership_changes_swap_the_ring(boxes: StartBoxes, routers: StartRouter) -> None:
+    started = await boxes(3)
+    members = [Member(b.name, "127.0.0.1", b.port) for b in started]
+    running = await routers(router_settings(started[0].spec), source=StaticSource(members[:2]))
+    first = running.router.ring.version
+    assert metric(running, "tether_router_ring_version_info", version=first) == 1
+    running.router.set_members(members)
+    async with asyncio.timeout(10):
+        while running.router.ring.version == first:
+            await asyncio.sleep(0.01)
+    second = running.router.ring.version
+    assert metric(running, "tether_router_ring_members") == 3
+    assert metric(running, "tether_router_ring_version_info", version=second) == 1
+    assert (
+        running.router.metrics.registry.get_sample_value(
+            "tether_router_ring_version_info", {"version": first}
+        )
+        is None
+    )
+    assert metric(running, "tether_router_ring_changes_total") == 2
