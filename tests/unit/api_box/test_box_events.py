@@ -44,7 +44,6 @@ REQUIRED = {
     "safety_identifier",
     "prompt_cache_key",
 }
-)
 LIFECYCLE = {
     "response.created",
     "response.in_progress",
