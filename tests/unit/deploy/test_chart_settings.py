@@ -8,14 +8,24 @@ so an unknown flag, a misspelt variable or a bad value fails here instead of in 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
+from aiohttp import web
 from chart_render import ALL_APIS, VALUE_FILES, Rendered, containers, render
+from prometheus_client import CollectorRegistry
 
+import api_box.__main__ as box_main
+import gpu_worker.__main__ as worker_main
+import router.__main__ as router_main
 from api_box.config import Settings as BoxSettings
+from api_box.core.auth import KeyRing
+from api_box.io.app import build_app as build_box_app
+from gpu_worker.client import WorkerPool
 from gpu_worker.config import WorkerSettings
 from router.config import Settings as RouterSettings
+from router.io.admin import build_admin_app as build_router_admin_app
 
 PREFIXES = {"router": "TETHER_ROUTER_", "api-box": "TETHER_BOX_", "worker": "TETHER_WORKER_"}
 BUILDERS: dict[str, Callable[[Mapping[str, str]], Any]] = {
@@ -80,3 +90,61 @@ def test_ports_are_the_ones_the_processes_bind() -> None:
 def worker_replicas(r: Rendered) -> int:
     """Replicas of the worker StatefulSet."""
     return int(r.workload("worker")["spec"]["replicas"])
+
+
+def _kubelet_args(container: dict[str, Any]) -> list[str]:
+    """The container's arguments after the kubelet's $(VAR) expansion."""
+    expanded = []
+    for arg in container["args"]:
+        for ref, value in DOWNWARD.items():
+            arg = arg.replace(ref, value)
+        expanded.append(arg)
+    return expanded
+
+
+def _literal_env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def test_each_command_line_parses_with_the_component_own_parser(rendered: Rendered) -> None:
+    router_c, box_c, worker_c = (containers(rendered.workload(c))[0] for c in ("router", "api-box", "worker"))
+    # router: its argparse parser, then Settings.from_env with the flags as overrides, as its main does.
+    flags = router_main._parser().parse_args(_kubelet_args(router_c))
+    router = RouterSettings.from_env(_literal_env(router_c), **vars(flags))
+    assert (router.port, router.admin_port) == (8080, 9100)
+    assert router.k8s_namespace == DOWNWARD["$(POD_NAMESPACE)"]
+    # api box: its public settings_from(argv, env).
+    box = box_main.settings_from(_kubelet_args(box_c), _literal_env(box_c))
+    assert box.box_id == DOWNWARD["$(POD_NAME)"]
+    assert box.shutdown_grace_seconds == float(_literal_env(box_c)["TETHER_BOX_SHUTDOWN_GRACE_SECONDS"])
+    # worker: build_parser(), then from_env(...).with_overrides(...), as gpu_worker.__main__.main does.
+    args = vars(worker_main.build_parser().parse_args(_kubelet_args(worker_c)))
+    worker = WorkerSettings.from_env(_literal_env(worker_c)).with_overrides(**args)
+    assert worker.engine in ("sim", "torch")
+    assert worker.drain_seconds == float(_literal_env(worker_c)["TETHER_WORKER_DRAIN_SECONDS"])
+
+
+def _get_paths(app: web.Application) -> set[str]:
+    return {r.resource.canonical for r in app.router.routes() if r.method == "GET" and r.resource is not None}
+
+
+def test_http_probe_paths_are_routes_of_the_components() -> None:
+    r = render()
+    (router_c,) = containers(r.workload("router"))
+    (box_c,) = containers(r.workload("api-box"))
+    # The router's admin app (the probes' "admin" port); routes are registered without touching the router.
+    stand_in = SimpleNamespace(metrics=SimpleNamespace(registry=CollectorRegistry()))
+    router_paths = _get_paths(build_router_admin_app(cast(Any, stand_in)))
+    # The box's main app (the probes' "http" port), built but never started: no sockets.
+    box_app = build_box_app(
+        BoxSettings(),
+        registry=CollectorRegistry(),
+        worker_pool=WorkerPool(["127.0.0.1:1"]),
+        keyring=KeyRing.build(keys_file={}, default_keys=("k-unit-test",), dev=False),
+    )
+    box_paths = _get_paths(box_app)
+    for container, paths, port in ((router_c, router_paths, "admin"), (box_c, box_paths, "http")):
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            get = container[probe]["httpGet"]
+            assert get["port"] == port
+            assert get["path"] in paths, f"{container['name']} {probe}: {get['path']} is not served"
