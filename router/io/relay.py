@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from router.core.errors import BadHead, HeadTimeout, HeadTooLarge
 from router.core.head import Mode, find_head_end, parse_head
@@ -75,8 +75,7 @@ class ClientConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ client side callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         refusal = self._router.accepted(self)
         if refusal is not None:
             self.reject(refusal)

@@ -1,5 +1,8 @@
 """Fixtures for the router's component tests: in-process aiohttp boxes on port 0 and routers in front.
 
+Every test here runs twice: on asyncio's own event loop and on uvloop (what `tether-router` runs on), whose
+transports behave differently in corners (they do not even subclass asyncio.Transport).
+
 A box answers WebSocket upgrades on GET /v1/responses (echoing each message as `{"box", "echo"}`) and
 POST /v1/responses (answering `{"box", "body_bytes"}`), so a test sees which box a connection reached.
 """
@@ -84,6 +87,17 @@ def router_settings(boxes: str, **overrides: object) -> Settings:
     values: dict[str, object] = {"host": "127.0.0.1", "port": 0, "admin_port": 0, "boxes": boxes}
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], object]]:
+    factories: dict[str, Callable[[], object]] = {"asyncio": asyncio.new_event_loop}
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional off Linux
+        return factories
+    return {**factories, "uvloop": uvloop.new_event_loop}
 
 
 StartBoxes = Callable[..., Awaitable[list[Box]]]
