@@ -300,23 +300,34 @@ class TorchEngine:
     async def _schedule(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            self._retire_cancelled()
-            self._admit(loop.time())
-            if not self._running:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            work = self._plan_step()
             try:
-                sampled = await loop.run_in_executor(self._executor, self._compute, work)
-            except Exception as exc:  # the step failed (e.g. out of device memory): fail its sequences
-                log.exception("torch engine step failed")
-                for seq, _, _ in work:
+                await self._tick(loop)
+            except Exception as exc:  # a bug or a device error must fail the generations, not hang them
+                log.exception("torch engine scheduler failed")
+                for seq in [*self._running, *self._waiting]:
                     self._remove(seq)
                     self._fail(seq, EngineFailure(f"the torch engine failed: {exc.__class__.__name__}"))
-                continue
-            for (seq, fed, _), token in zip(work, sampled, strict=True):
-                self._advance(seq, fed, token)
+                self._waiting.clear()
+
+    async def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Admit, run one step in the engine's thread, and hand out its results."""
+        self._retire_cancelled()
+        self._admit(loop.time())
+        if not self._running:
+            self._wake.clear()
+            await self._wake.wait()
+            return
+        work = self._plan_step()
+        try:
+            sampled = await loop.run_in_executor(self._executor, self._compute, work)
+        except Exception:  # the step failed (e.g. out of device memory): only its sequences fail
+            log.exception("torch engine step failed")
+            for seq, _, _ in work:
+                self._remove(seq)
+                self._fail(seq, EngineFailure("the torch engine failed a step"))
+            return
+        for (seq, fed, _), token in zip(work, sampled, strict=True):
+            self._advance(seq, fed, token)
 
     def _retire_cancelled(self) -> None:
         for seq in [s for s in self._running if s.cancelled]:
@@ -339,6 +350,11 @@ class TorchEngine:
             except WorkerError as exc:
                 self._waiting.popleft()
                 self._fail(seq, exc)
+                continue
+            except Exception:  # e.g. the device is out of memory for the new tensor
+                log.exception("torch engine could not allocate KV")
+                self._waiting.popleft()
+                self._fail(seq, EngineFailure("the torch engine could not allocate KV memory"))
                 continue
             if lease is None:
                 return  # KV memory is held by running sequences: wait for one to finish

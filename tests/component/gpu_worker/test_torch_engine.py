@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch", reason="the torch extra is not installed (p
 
 from gpu_worker.core.errors import (  # noqa: E402
     Draining,
+    EngineFailure,
     InvalidRequest,
     OverBudget,
     PreconditionFailed,
@@ -312,6 +313,20 @@ async def test_bad_requests_are_refused_before_any_event(
         assert engine.stats().running == engine.stats().waiting == 0
     finally:
         await engine.stop()
+
+
+async def test_a_failed_step_fails_its_generations_and_the_engine_goes_on(engine: TorchEngine) -> None:
+    compute = engine._compute
+
+    def broken(work: list) -> list[int | None]:  # type: ignore[type-arg]
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    engine._compute = broken  # type: ignore[method-assign]
+    with pytest.raises(EngineFailure):
+        await _run(engine, _job("a", _user("boom")))
+    assert engine.stats().running == 0
+    engine._compute = compute  # type: ignore[method-assign]
+    assert isinstance((await _run(engine, _job("a", _user("again"))))[-1], Finished)
 
 
 async def test_a_stopped_engine_refuses_work(model: Transformer) -> None:
