@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from chart_render import (
     ALL_APIS,
+    CHART,
     NAMESPACE,
     VALUE_FILES,
     Rendered,
@@ -265,10 +266,13 @@ def test_gpus_become_nvidia_limits_only_when_asked() -> None:
     assert flag(gpu, "engine") == "torch"
 
 
-def test_pods_run_as_the_image_user_without_privileges(rendered: Rendered) -> None:
-    for w in _workloads(rendered):
-        pod = w["spec"]["template"]["spec"]
+def test_every_pod_meets_the_restricted_pod_security_standard(rendered: Rendered) -> None:
+    pods = [w["spec"]["template"]["spec"] for w in _workloads(rendered)]
+    pods += [p["spec"] for p in rendered.of_kind("Pod")]  # the helm test pod
+    assert pods
+    for pod in pods:
         assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         for c in pod["containers"]:
             assert c["securityContext"]["allowPrivilegeEscalation"] is False
             assert c["securityContext"]["readOnlyRootFilesystem"] is True
@@ -283,6 +287,18 @@ def test_keda_scales_the_api_boxes_on_a_box_gauge() -> None:
     assert f'namespace="{NAMESPACE}"' in trigger["metadata"]["query"]
     assert scaled["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
     assert not render("monitoring-values.yaml", ALL_APIS).of_kind("HorizontalPodAutoscaler")
+
+
+def test_smoke_test_runs_the_repository_script_in_the_image() -> None:
+    r = render()
+    pod = next(p for p in r.of_kind("Pod") if p["metadata"]["annotations"]["helm.sh/hook"] == "test")
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == containers(r.workload("router"))[0]["image"]
+    assert container["command"] == ["python", "/smoke/smoke_test.py"]
+    (volume,) = pod["spec"]["volumes"]
+    script = r.get("ConfigMap", volume["configMap"]["name"])
+    assert script["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert script["data"]["smoke_test.py"] == (CHART / "files" / "smoke_test.py").read_text().rstrip("\n")
 
 
 def test_smoke_test_goes_through_the_router_service() -> None:
