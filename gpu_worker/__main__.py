@@ -88,18 +88,30 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-async def _serve(settings: WorkerSettings, environ: Mapping[str, str]) -> int:
+def _announce(line: str) -> None:
+    print(line, flush=True)
+
+
+async def _serve(
+    settings: WorkerSettings,
+    environ: Mapping[str, str],
+    *,
+    stop: asyncio.Event | None = None,
+    announce: Callable[[str], None] = _announce,
+) -> int:
+    """Serve until SIGTERM/SIGINT (or until `stop` is set, when given), then shut down gracefully."""
     from gpu_worker.server.app import WorkerServer, build_engine
 
     server = WorkerServer(settings, build_engine(settings, environ))
     await server.start()
-    print(f"tether-gpu-worker serving {server.address} metrics {server.metrics_url or 'off'}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    announce(f"tether-gpu-worker serving {server.address} metrics {server.metrics_url or 'off'}")
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    _LOG.info("shutdown signal received")
+    _LOG.info("shutdown requested")
     await server.stop()
     return 0
 

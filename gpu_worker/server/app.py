@@ -9,6 +9,7 @@ the engine and the metrics port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -153,12 +154,16 @@ class WorkerServer:
         self.metrics.serving.set(0)
         self.service.draining = True
         _LOG.info("draining: %d generation(s) in flight, budget %.1fs", self.service.active, budget)
-        try:
-            await asyncio.wait_for(self.service.wait_idle(), budget)
-        except TimeoutError:
-            _LOG.warning("drain budget spent; cancelling %d generation(s)", self.service.active)
+        if self.service.active:
+            try:
+                await asyncio.wait_for(self.service.wait_idle(), budget)
+            except TimeoutError:
+                _LOG.warning("drain budget spent; cancelling %d generation(s)", self.service.active)
         if self._server is not None:
             await self._server.stop(_STOP_GRACE)
+        if self.service.active:  # cancelled handlers unwind after stop() returns; let them, briefly
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.service.wait_idle(), _STOP_GRACE)
         await self.engine.stop()
         if self._runner is not None:
             await self._runner.cleanup()
