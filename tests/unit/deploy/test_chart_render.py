@@ -9,6 +9,7 @@ their operators require.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import helm_python as helm
@@ -16,7 +17,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from chart_render import ALL_APIS, CHART, VALUE_FILES, lint, render, render_values
+from chart_render import ALL_APIS, CHART, ROOT, VALUE_FILES, lint, render, render_values
 
 CASES = [(values_file, apis) for values_file in VALUE_FILES for apis in ((), ALL_APIS)]
 CASE_IDS = [f"{values_file or 'defaults'}{'+crds' if apis else ''}" for values_file, apis in CASES]
@@ -214,3 +215,29 @@ def test_api_box_autoscalers_are_mutually_exclusive() -> None:
     both = {"apiBox": {"autoscaling": {"enabled": True}, "keda": {"enabled": True}}}
     with pytest.raises(helm.HelmError, match="mutually exclusive"):
         render_values(both, ALL_APIS)
+
+
+def _schema_nodes(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    if not isinstance(node, dict):
+        return []
+    found = [(path, node)] if "properties" in node else []
+    for key, child in node.items():
+        if isinstance(child, dict):
+            found += _schema_nodes(child, f"{path}/{key}")
+    return found
+
+
+def test_schema_closes_every_object_it_describes() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    nodes = _schema_nodes(schema)
+    assert len(nodes) > 20
+    for path, node in nodes:
+        assert node.get("additionalProperties") is False, f"{path or '/'} accepts unknown keys"
+
+
+def test_keda_metrics_are_in_the_metric_catalog() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    metrics = schema["properties"]["apiBox"]["properties"]["keda"]["properties"]["metric"]["enum"]
+    catalog = (ROOT / "docs" / "metrics.md").read_text()
+    for metric in metrics:
+        assert f"| {metric} | gauge |" in catalog
