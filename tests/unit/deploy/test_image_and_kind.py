@@ -99,3 +99,16 @@ def test_kind_script_is_valid_bash() -> None:
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
 def test_shell_scripts_pass_shellcheck() -> None:
     subprocess.run(["shellcheck", str(KIND_UP), str(CHART / "sync-assets")], check=True, timeout=60)
+
+
+def test_readme_kubernetes_section_matches_the_files() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Kubernetes") :]
+    section = section[: section.index("\n## ", 1)] if "\n## " in section[1:] else section
+    for path in re.findall(r"`((?:deploy|helm|docs)/[\w./-]+)`", section):
+        assert (ROOT / path.split()[0]).exists(), path
+    (mapping,) = next(n for n in KIND_CLUSTER["nodes"] if n["role"] == "control-plane")["extraPortMappings"]
+    assert f"http://127.0.0.1:{mapping['hostPort']}/v1" in section
+    default_keys = yaml.safe_load((CHART / "values.yaml").read_text())["apiKeys"]["keys"]
+    assert f"key `{default_keys[0]['key']}`" in section
+    assert "helm test tether -n tether --logs" in section
