@@ -3,7 +3,10 @@
 Given the tools offered and the agent state of the chain, `decide` returns either a function call
 (`CallTool`: one of the offered tools, JSON arguments that fill its schema) or a final answer (`Answer`).
 The policy is shared by every engine (the sim renders it directly; the torch engine steers its sampling
-with it), and it is deterministic for (job.seed, job.key, job.agent): the same run replays the same way.
+with it). It is deterministic for (job.seed, job.prompt, job.agent), as a model sampled with a fixed seed
+is a function of its prompt: a run replays token for token, whether its turns arrive as deltas under a
+cache key (WebSocket mode) or as full keyless chains (the HTTP baseline), so the modes compare exactly.
+Different conversations differ through their prompts (their user messages) or their seeds.
 
 Rules, in order:
 - tool_choice "none", or no tools offered: answer.
@@ -25,7 +28,9 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Mapping
+import sys
+from array import array
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from hashlib import blake2b
@@ -121,7 +126,7 @@ class Answer:
 
 
 def decide(job: GenerationJob, settings: AgentSettings) -> CallTool | Answer:
-    """The next output item of `job` under `settings` (deterministic for seed, key and agent state)."""
+    """The next output item of `job` under `settings` (deterministic for seed, prompt and agent state)."""
     rng = _rng(job, "decide")
     tool = _pick_tool(job, settings, rng)
     if tool is None:
@@ -152,11 +157,20 @@ def _pick_tool(job: GenerationJob, settings: AgentSettings, rng: random.Random) 
 def _rng(job: GenerationJob, purpose: str) -> random.Random:
     # blake2b, not hash(): str hashing is randomized per process and must not leak into the replay.
     agent = job.agent
-    material = (
-        f"{purpose}\0{job.seed}\0{job.key}\0{agent.user_messages}\0"
-        f"{agent.tool_calls_since_user_message}\0{int(agent.last_item_is_tool_output)}"
+    material = blake2b(_packed(job.prompt), digest_size=16)
+    material.update(
+        f"\0{purpose}\0{job.seed}\0{agent.user_messages}\0"
+        f"{agent.tool_calls_since_user_message}\0{int(agent.last_item_is_tool_output)}".encode()
     )
-    return random.Random(int.from_bytes(blake2b(material.encode(), digest_size=8).digest(), "big"))
+    return random.Random(int.from_bytes(material.digest()[:8], "big"))
+
+
+def _packed(tokens: Sequence[int]) -> bytes:
+    packed = tokens if isinstance(tokens, array) and tokens.typecode == "I" else array("I", tokens)
+    if sys.byteorder == "big":  # the same replay on every machine
+        packed = array("I", packed)
+        packed.byteswap()
+    return packed.tobytes()
 
 
 # ------------------------------------------------------------------------------------------ arguments

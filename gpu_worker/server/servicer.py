@@ -21,6 +21,7 @@ from gpu_worker.wire._pb import worker_pb2_grpc as pb_grpc
 __all__ = ["WorkerServicer", "work_request_of"]
 
 _LOG = logging.getLogger("gpu_worker.server")
+_DEADLINE_SLACK = 0.25  # seconds: a cancellation this close to the deadline is the deadline
 
 
 def work_request_of(msg: pb.GenerateRequest) -> WorkRequest:
@@ -67,9 +68,12 @@ class WorkerServicer(pb_grpc.WorkerServicer):
                 async for event in events:
                     yield event
         except asyncio.CancelledError:
-            # The client cancelled, or grpc cancelled us when the client's deadline passed.
+            # The client cancelled, or its deadline passed: the client gives up at its deadline and
+            # resets the stream, which may reach us a little before our copy of the deadline expires.
             remaining = context.time_remaining()
-            code = "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+            code = (
+                "DEADLINE_EXCEEDED" if remaining is not None and remaining < _DEADLINE_SLACK else "CANCELLED"
+            )
             raise
         except Exception as exc:
             status = status_of(exc)
