@@ -60,8 +60,14 @@ async def responses_get(request: web.Request) -> web.StreamResponse:
     if not ws.can_prepare(request).ok:
         raise web.HTTPUpgradeRequired(text="GET /v1/responses is the WebSocket endpoint; use POST for HTTP.")
     await ws.prepare(request)
+    transport = request.transport
     conn = WsConnection(
-        ws, tenant=request[TENANT], settings=state.settings, runner=state.runner, tasks=state.tasks
+        ws,
+        tenant=request[TENANT],
+        settings=state.settings,
+        runner=state.runner,
+        tasks=state.tasks,
+        abort=transport.abort if transport is not None else lambda: None,
     )
     state.connections.add(conn)
     try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -67,8 +68,10 @@ class WsConnection:
         settings: Settings,
         runner: TurnRunner,
         tasks: TaskSet,
+        abort: Callable[[], None] = lambda: None,
     ) -> None:
         self.ws = ws
+        self._abort = abort  # drops the TCP connection at once (a peer that does not read)
         self.tenant = tenant
         self.settings = settings
         self.runner = runner
@@ -189,13 +192,12 @@ class WsConnection:
         try:
             self._frames.put_nowait(frame)
         except asyncio.QueueFull:
-            _LOG.warning(
-                "client is not reading: %d frames queued; closing the connection", self._frames.qsize()
-            )
+            # Not even a close frame could get through a full socket: drop the connection.
+            _LOG.warning("client is not reading: %d frames queued; aborting", self._frames.qsize())
             self._closing = True
             if self._sender is not None:
                 self._sender.cancel()
-            self.tasks.spawn(self._close_now(CLOSE_POLICY, "send queue full"))
+            self._abort()
             return
         if isinstance(frame, bytes):
             self.metrics.bytes.labels("ws", SERVER_TO_CLIENT).inc(len(frame))
@@ -232,6 +234,7 @@ class WsConnection:
                 await self.ws.close(code=code, message=reason.encode())
         except (TimeoutError, ConnectionError, RuntimeError):
             _LOG.info("websocket close did not complete; connection aborted")
+            self._abort()
 
     # -- lifetime ----------------------------------------------------------------------------------
 

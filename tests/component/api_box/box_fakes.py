@@ -56,6 +56,7 @@ class Sent:
     request: GenerationRequest
     tokens_sent: int  # tokens that travelled (the delta, or the whole chain)
     resent: bool
+    chain: tuple[int, ...] = ()  # the prompt chain as it was when the call was made
 
 
 class FakeWorkerPool:
@@ -72,7 +73,8 @@ class FakeWorkerPool:
         self.closed = False
         self.fail_mid_stream = 0  # the next N calls die after their first delta
         self.gate: asyncio.Event | None = None  # when set, generations wait for it after Prefill
-        self.delta_repeat = 1  # emit each text delta this many times (big outputs)
+        self.delta_repeat = 1  # emit the text this many times (big outputs)
+        self.piece_size = 4  # characters per delta
 
     @property
     def call_counts(self) -> Mapping[str, int]:
@@ -96,7 +98,9 @@ class FakeWorkerPool:
         if req.held_len:
             held = self.chains.get(req.cache_key or "")
             resent = held is None or len(held) != req.held_len or digest_of(held) != req.held_digest
-        self.sent.append(Sent(req, len(req.chain) - (0 if resent else req.held_len), resent))
+        self.sent.append(
+            Sent(req, len(req.chain) - (0 if resent else req.held_len), resent, tuple(req.chain))
+        )
         reply = self.script(req) if req.generate else Reply(text=None)
         output = _render(reply)
         yield Prefill(
@@ -124,7 +128,7 @@ class FakeWorkerPool:
     async def _deltas(self, reply: Reply) -> AsyncIterator[WorkerEvent]:
         if reply.text is not None:
             for _ in range(self.delta_repeat):
-                for piece in _pieces(reply.text):
+                for piece in _pieces(reply.text, self.piece_size):
                     yield TextDelta(piece, 1)
                     await self._maybe_die()
         for call_id, name, arguments in reply.calls:
@@ -152,3 +156,23 @@ def _render(reply: Reply) -> list[int]:
     for _, name, arguments in reply.calls:
         ids += chat.render_function_call(name, arguments)
     return ids
+
+
+TERMINAL = {"response.completed", "response.failed", "response.incomplete", "error"}
+
+
+async def ws_turn(ws: object, event: dict[str, object] | None = None) -> list[dict[str, object]]:
+    """Send `event` (when given) on an aiohttp client WebSocket and read events up to a terminal one."""
+    import orjson
+    from aiohttp import ClientWebSocketResponse, WSMsgType
+
+    assert isinstance(ws, ClientWebSocketResponse)
+    if event is not None:
+        await ws.send_str(orjson.dumps({"type": "response.create", "model": "m", **event}).decode())
+    events: list[dict[str, object]] = []
+    while True:
+        msg = await ws.receive(timeout=10)
+        assert msg.type is WSMsgType.TEXT, (msg.type, msg.data, msg.extra)
+        events.append(orjson.loads(msg.data))
+        if events[-1]["type"] in TERMINAL:
+            return events
