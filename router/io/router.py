@@ -53,6 +53,7 @@ class Router:
         self._wanted: tuple[Member, ...] | None = None
         self._membership_changed = asyncio.Event()
         self._ring_applied = asyncio.Event()
+        self._ring_swapped = asyncio.Event()
         self._all_closed = asyncio.Event()
         self._all_closed.set()
         self._idle_strikes: dict[ClientConnection, int] = {}
@@ -83,6 +84,10 @@ class Router:
         except TimeoutError:
             return False
         return True
+
+    async def wait_ring_change(self) -> None:
+        """Return after the next ring swap."""
+        await self._ring_swapped.wait()
 
     async def wait_no_connections(self) -> None:
         """Return once no client connection is open (at once if none is)."""
@@ -161,6 +166,8 @@ class Router:
     def _swap_ring(self, ring: HashRing) -> None:
         old = self.ring
         self.ring = ring
+        self._ring_swapped.set()
+        self._ring_swapped = asyncio.Event()
         self.metrics.ring_changes.inc()
         self.metrics.set_ring(ring.version, len(ring))
         added = sorted(set(ring.members) - set(old.members))

@@ -13,6 +13,7 @@ until cancelled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -96,6 +97,7 @@ class KubernetesSource:
     """Watch the EndpointSlices of Service `service` (label `kubernetes.io/service-name`)."""
 
     CONNECT_TIMEOUT = 5.0
+    STOP_TIMEOUT = 5.0
     LIST_TIMEOUT = 30.0
     MAX_BACKOFF = 30.0
 
@@ -125,7 +127,8 @@ class KubernetesSource:
         died: asyncio.Future[None] = loop.create_future()
 
         def send(members: tuple[Member, ...]) -> None:
-            loop.call_soon_threadsafe(publish, members)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+                loop.call_soon_threadsafe(publish, members)
 
         def ended() -> None:
             if not died.done():
@@ -135,18 +138,32 @@ class KubernetesSource:
             try:
                 self._watch_forever(api, send)
             finally:
-                loop.call_soon_threadsafe(ended)
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(ended)
 
         thread = threading.Thread(target=body, name=f"k8s-watch-{self._service}", daemon=True)
         thread.start()
         try:
             await died
         finally:
-            self._stop.set()
+            await self._stop_thread(thread)
+            api.api_client.close()
+
+    async def _stop_thread(self, thread: threading.Thread) -> None:
+        """Stop the watch thread: shut the current watch's socket down (again, should a new watch have
+        started in between) until the thread has ended or the stop budget is spent."""
+        self._stop.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.STOP_TIMEOUT
+        while thread.is_alive() and loop.time() < deadline:
             watch = self._watch
             if watch is not None:
-                watch.stop()  # shuts the socket down: the blocked read returns at once
-            await asyncio.to_thread(thread.join, self.CONNECT_TIMEOUT)
+                watch.stop()  # shuts the socket down: a blocked read returns at once
+            await asyncio.to_thread(thread.join, 0.05)
+        if thread.is_alive():
+            log.warning(
+                "k8s: the watch thread did not stop within %.0f s (left as a daemon)", self.STOP_TIMEOUT
+            )
 
     def _api(self) -> Any:
         from kubernetes import client  # imported only in Kubernetes mode: it is slow to import
