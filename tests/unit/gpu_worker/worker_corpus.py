@@ -70,19 +70,19 @@ TOOLS = [
     },
 ]
 
-_PROSE_FILES = ("README.md", "docs/metrics.md")
-_CODE_FILES = ("gpu_worker/wire/chain.py", "gpu_worker/wire/chat.py", "gpu_worker/core/cache.py")
+PROSE_FILES = ("README.md", "docs/metrics.md")
+CODE_FILES = ("gpu_worker/wire/chain.py", "gpu_worker/wire/chat.py", "gpu_worker/core/cache.py")
 
 
-def _read(relative: str) -> str:
+def read(relative: str) -> str:
     path = ROOT / relative
     return path.read_text(encoding="utf-8") if path.exists() else ""
 
 
 def _search_results() -> str:
     hits = []
-    for relative in _CODE_FILES:
-        for number, line in enumerate(_read(relative).splitlines(), start=1):
+    for relative in CODE_FILES:
+        for number, line in enumerate(read(relative).splitlines(), start=1):
             if "def " in line or "class " in line:
                 hits.append({"path": relative, "line": number, "text": line.strip()})
     return json.dumps({"matches": hits, "truncated": False})
@@ -90,8 +90,8 @@ def _search_results() -> str:
 
 def samples() -> dict[str, str]:
     """Category -> text."""
-    prose = "\n\n".join([INSTRUCTIONS, *USER_MESSAGES, *(_read(p) for p in _PROSE_FILES)])
-    code = "\n\n".join(_read(p) for p in _CODE_FILES)
+    prose = "\n\n".join([INSTRUCTIONS, *USER_MESSAGES, *(read(p) for p in PROSE_FILES)])
+    code = "\n\n".join(read(p) for p in CODE_FILES)
     calls = [
         {"pattern": "max_prompt_tokens", "path": "gpu_worker/core"},
         {"path": "gpu_worker/core/validation.py", "start_line": 80, "end_line": 120},
