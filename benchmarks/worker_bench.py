@@ -199,7 +199,7 @@ def run_header() -> list[int]:
 
 def tool_output(turn: int, size: int) -> str:
     """S bytes of source code, different for each turn (what a read_file returns)."""
-    code = CORPUS.samples()["code"]
+    code: str = CORPUS.samples()["code"]
     start = (turn * 997) % max(len(code) - size, 1)
     return (code * (size // len(code) + 2))[start : start + size]
 
