@@ -117,16 +117,13 @@ async def up(spec: ClusterSpec, options: UpOptions, printer: LinePrinter | None 
 
 
 async def _serve(cluster: LocalCluster, stop: asyncio.Event, options: UpOptions, out: LinePrinter) -> int:
-    failure = asyncio.create_task(cluster.wait_failure(), name="wait-failure")
-    try:
-        if options.demo:
-            status = await _run_demo(cluster, stop, options, out)
-            if status != 0 or not options.serve or stop.is_set() or failure.done():
-                return 1 if failure.done() else status
-        await _first_of(failure, stop)
-        return 1 if failure.done() else 0
-    finally:
-        failure.cancel()
+    """Serve until a stop request or a child's death (after the demo, unless --serve, until it ends)."""
+    if options.demo:
+        status = await _run_demo(cluster, stop, options, out)
+        if status != 0 or not options.serve or stop.is_set():
+            return status
+    await _either(stop, cluster)
+    return 0 if cluster.failure is None else 1
 
 
 async def _run_demo(cluster: LocalCluster, stop: asyncio.Event, options: UpOptions, out: LinePrinter) -> int:

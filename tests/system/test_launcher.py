@@ -67,6 +67,12 @@ class Launcher:
                 self.lines.append(line)
         return code
 
+    def close(self) -> None:
+        """Release the pipe once the reader is done with it."""
+        self._reader.join(10)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+
     def pids(self) -> dict[str, int]:
         return {m[1]: int(m[2]) for line in self.lines if (m := STARTED.match(line))}
 
@@ -89,6 +95,7 @@ def tether_up(*args: str) -> Iterator[Launcher]:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        launcher.close()
 
 
 def gone(pid: int) -> bool:
