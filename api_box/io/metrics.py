@@ -19,6 +19,7 @@ ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0
 MODES = ("ws", "http", "sse")
 DIRECTIONS = ("client_to_server", "server_to_client")
 CLIENT_TO_SERVER, SERVER_TO_CLIENT = DIRECTIONS
+WRITE_BEHIND_DROP_REASONS = ("queue_full", "redis_down")  # what the alert rules and dashboards expect
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +141,8 @@ def _initialise_labels(m: BoxMetrics) -> None:
         m.errors.labels(code)
     for result in ("memory", "redis", "miss"):
         m.session_lookups.labels(result)
+    for reason in WRITE_BEHIND_DROP_REASONS:
+        m.write_behind_dropped.labels(reason)
 
 
 WORKER_CALL_RESULTS = ("ok", "resend", "failover", "error")

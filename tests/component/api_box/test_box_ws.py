@@ -45,12 +45,12 @@ async def test_a_continuation_sends_only_the_new_tokens(
     box: TestClient[Any, Any], fake_pool: FakeWorkerPool
 ) -> None:
     async with box.ws_connect("/v1/responses", headers=AUTH) as ws:
-        first = terminal(await ws_turn(ws, {"input": "go", "tools": TOOLS, "store": False,
-                                            "instructions": "agent", "metadata": {"fake_calls": "1"}}))  # fmt: skip
+        common = {"tools": TOOLS, "store": False, "instructions": "agent"}
+        first = terminal(await ws_turn(ws, {"input": "go", "metadata": {"fake_calls": "1"}, **common}))
         call = calls_of(first["response"])[0]
         output = [{"type": "function_call_output", "call_id": call["call_id"], "output": "file contents"}]
-        second = terminal(await ws_turn(ws, {"input": output, "tools": TOOLS, "store": False, "instructions": "agent",
-                                             "previous_response_id": first["response"]["id"]}))  # fmt: skip
+        previous = first["response"]["id"]
+        second = terminal(await ws_turn(ws, {"input": output, "previous_response_id": previous, **common}))
     assert second["type"] == "response.completed"
     sent = fake_pool.sent[1]
     assert not sent.resent
@@ -76,7 +76,7 @@ async def test_creates_sent_together_run_one_at_a_time_in_order(
         while sum(e["type"] == "response.completed" for e in events) < 3:
             events.append(await ws.receive_json())
     ids = [e["response"]["id"] for e in events if e["type"] in ("response.created", "response.completed")]
-    assert ids[0] == ids[1] and ids[2] == ids[3] and ids[4] == ids[5]  # never interleaved
+    assert ids[0::2] == ids[1::2]  # created and completed of one response are adjacent: never interleaved
     assert [list(s.chain) for s in fake_pool.sent] == [chat.render_message("user", f"q{n}") for n in range(3)]
 
 
