@@ -17,7 +17,7 @@ from conftest import AUTH, OTHER_AUTH, BoxFactory
         ({}, "missing_api_key"),
         ({"Authorization": "Bearer wrong"}, "invalid_api_key"),
         ({"Authorization": "Basic abc"}, "missing_api_key"),
-    ],  # fmt: skip
+    ],
 )
 async def test_http_needs_a_valid_key(box: TestClient[Any, Any], headers: dict[str, str], code: str) -> None:
     resp = await box.post("/v1/responses", json={"model": "m", "input": "x"}, headers=headers)

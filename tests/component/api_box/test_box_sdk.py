@@ -107,11 +107,10 @@ async def test_async_websocket_agent_loop(base_url: str) -> None:
         await conn.response.create(
             model="tether-sim", input="x", previous_response_id="resp_gone", store=False
         )
-        async for event in conn:
-            break
-        assert event.type == "error"
-        assert event.status == 400
-        assert event.error.code == "previous_response_not_found"
+        error = await conn.recv()
+        assert error.type == "error"
+        assert error.status == 400
+        assert error.error.code == "previous_response_not_found"
     await client.close()
 
 
