@@ -87,7 +87,8 @@ class _AgentRun:
 
     def __init__(self, model: str, tool_calls: int, write: Callable[[str], None]) -> None:
         self.model = model
-        self.metadata = {"tether.tool_calls": str(tool_calls)}
+        # Sim-engine knobs (gpu_worker/core/agent.py): calls before the answer, short tool arguments.
+        self.metadata = {"tether.tool_calls": str(tool_calls), "tether.argument_bytes": "2"}
         self.ledger = FullContextLedger(model, INSTRUCTIONS, TOOLS, self.metadata)
         self.write = write
         self.started = time.perf_counter()
