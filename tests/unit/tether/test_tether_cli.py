@@ -45,7 +45,7 @@ def test_no_redis_and_no_router() -> None:
         ["up", "--engine", "vllm"],
         ["up", "--demo-tool-calls", "65"],
         ["up", "--no-redis", "--redis-url", "redis://127.0.0.1:1/0"],
-        ["bench"],
+        ["frobnicate"],
         [],
     ],
 )
