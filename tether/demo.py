@@ -154,10 +154,15 @@ def _first_model(client: OpenAI) -> str:
 def _summary(report: RunReport) -> str:
     ratio = report.full_context_bytes / report.sent_bytes if report.sent_bytes else 0.0
     return (
-        f"demo: {report.tool_calls} tool calls, {report.turns} turns in {report.seconds:.2f} s; "
+        f"demo: {_count(report.tool_calls, 'tool call')}, {_count(report.turns, 'turn')} "
+        f"in {report.seconds:.2f} s; "
         f"sent {report.sent_bytes:,} B in WebSocket mode, an HTTP client resending the full context "
         f"would have sent {report.full_context_bytes:,} B ({ratio:.1f}x)"
     )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _ms(seconds: float | None) -> str:

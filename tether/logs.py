@@ -26,7 +26,8 @@ class LinePrinter:
 
     def __call__(self, name: str, label: str, line: str) -> None:
         if self._format == "json":
-            record = {"ts": round(time.time(), 3), "process": name, "stream": label, "line": line}
+            record: dict[str, object] = {"ts": round(time.time(), 3), "process": name, "stream": label}
+            record.update(_embedded(line))
             text = json.dumps(record, ensure_ascii=False)
         else:
             text = f"[{name}] {line}"
@@ -41,3 +42,15 @@ class LinePrinter:
             self._stream.flush()
         except (BrokenPipeError, ValueError, OSError):
             self._broken = True
+
+
+def _embedded(line: str) -> dict[str, object]:
+    """A child's own JSON log record stays an object ("record"); any other line is text ("line")."""
+    if line.startswith("{"):
+        try:
+            parsed = json.loads(line)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            return {"record": parsed}
+    return {"line": line}
