@@ -124,6 +124,15 @@ def test_tether_up_serves_then_stops_cleanly_on_a_signal(signum: signal.Signals)
     assert all(gone(pid) for pid in pids.values()), pids
 
 
+def test_a_signal_during_startup_stops_what_was_started() -> None:
+    with tether_up(*SMALL, "--no-redis") as up:
+        up.wait_for(lambda line: line.startswith("[tether] started worker-0"), START_BUDGET)
+        up.proc.send_signal(signal.SIGTERM)
+        assert up.finish() == 0, "\n".join(up.lines[-60:])
+    assert not any(READY.match(line) for line in up.lines)
+    assert all(gone(pid) for pid in up.pids().values())
+
+
 def test_a_dying_child_brings_tether_up_down_with_status_1() -> None:
     with tether_up(*SMALL, "--no-redis") as up:
         up.wait_for(READY.match, START_BUDGET)

@@ -153,3 +153,14 @@ async def test_a_deliberate_kill_is_no_failure_and_a_restart_keeps_the_address()
         pids = cluster.pids
     assert cluster.failure is None
     assert all(gone(pid) for pid in pids.values())
+
+
+async def test_hurry_skips_the_remaining_grace() -> None:
+    lines = Lines()
+    spec = ClusterSpec(workers=1, boxes=1, router=False, redis=None, stop_timeout=60)
+    cluster = LocalCluster(spec, sink=lines, programs=fakes(box="FAKE_IGNORE_SIGTERM=1"))
+    await cluster.start()
+    stopping = asyncio.create_task(cluster.stop())
+    cluster.hurry()  # what a second Ctrl-C does; before or during the wait, no grace is waited out
+    assert not await asyncio.wait_for(stopping, 30)
+    assert "box-0 did not stop within 60 s; killing it" in lines.of("tether")
