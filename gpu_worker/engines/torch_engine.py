@@ -226,6 +226,16 @@ class TorchEngine:
             await asyncio.to_thread(self._executor.shutdown, True)
             self._executor = None
 
+    @property
+    def running(self) -> int:
+        """Sequences in the running batch."""
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        """Sequences queued for a batch slot."""
+        return len(self._waiting)
+
     def stats(self) -> TorchStats:
         """Running and waiting sequences and KV sizes."""
         if self._kv is None:
