@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tether import bench
 from tether.config import ENV_PREFIX, ClusterSpec
 from tether.demo import DEFAULT_TOOL_CALLS
 from tether.errors import ConfigError, DemoFailed, TetherError, exit_status
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--demo", action="store_true", help="drive a short agent run through the openai SDK")
     up.add_argument("--demo-tool-calls", type=int, default=DEFAULT_TOOL_CALLS, help="tool calls in the demo")
     up.add_argument("--serve", action="store_true", help="with --demo: keep serving after the demo")
+    bench.add_parser(commands)
     return parser
 
 
@@ -82,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tether` console script; the process exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        return bench.run(args, os.environ, parser, argv)
     try:
         spec = spec_from_args(args, os.environ)
         if not 0 <= args.demo_tool_calls <= 64:

@@ -1,0 +1,429 @@
+"""`tether bench`: the agent workload in the three modes, side by side, against one cluster.
+
+Phases (each measured step is bracketed by scrapes of every box, router and worker /metrics):
+
+    agent     per link (loopback; shaped = client in its own namespace behind the link emulator), per
+              tool-call count T, per mode: C agents x R runs → bytes, TTFT and turn time per turn, run time
+    overhead  the link emulator's own cost: the same small job direct on loopback and through the
+              namespace + emulator with no delay and no rate limit
+    history   per history size H, per mode: one steady agent → box CPU seconds per turn
+    capacity  at H = capacity_tokens, per mode: more and more steady agents; throughput, p99 TTFT and box
+              CPU per step; capacity = the best step with p99 TTFT within the SLO
+
+It starts its own cluster (1 box, 1 worker, the calibrated sim engine, no Redis) unless given a base URL,
+and then pins the box to the last CPU and everything else to the others, so that "box CPU" is one core.
+Results go to <out>/results.json, <out>/report.md and <out>/*.png (loadtest/bench/report.py, plots.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from tqdm import tqdm
+
+from loadtest.bench import machine
+from loadtest.bench.client import ClientJob
+from loadtest.bench.netns import Namespace, NetnsError, ShapedLink, unavailable
+from loadtest.bench.procs import ChildFailed, JsonLinesChild, client_argv, pin_process, relay_argv
+from loadtest.bench.scrape import Delta, Snapshot, kind_of, merge, parse
+from loadtest.bench.settings import BenchSettings
+from loadtest.bench.stats import run_summary, turn_summary
+from loadtest.workload import AgentShape, Mode
+
+SCRAPE_TIMEOUT = 10.0
+READY_TIMEOUT = 180.0
+KV_BUDGET_FLOOR = 400_000
+Say = Callable[[str], None]
+
+
+class BenchFailed(RuntimeError):
+    """The benchmark could not run (no cluster, no metrics, a child that failed)."""
+
+
+class Bench:
+    """One benchmark run; `await Bench(settings).run()` returns the results dict (also written to disk)."""
+
+    def __init__(self, settings: BenchSettings, *, say: Say = print, command: str = "") -> None:
+        self.settings = settings
+        self.say = say
+        self.command = command
+        self.out = Path(settings.out or f"results/bench-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+        self.results: dict[str, Any] = {}
+        self.targets: dict[str, str] = {}  # name -> metrics URL
+        self.kinds: dict[str, str] = {}
+        self.cpus_box: set[int] | None = None
+        self.cpus_rest: set[int] | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._deadline = 0.0
+
+    # ------------------------------------------------------------------------------------------ run
+    async def run(self) -> dict[str, Any]:
+        """Run every phase; BenchFailed when the cluster or tooling fails (a missed target is a result)."""
+        self._deadline = time.monotonic() + self.settings.deadline
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.results = {"meta": self._meta(), "agent": {}, "overhead": None, "history": {}, "capacity": {}}
+        async with contextlib.AsyncExitStack() as stack:
+            self._http = await stack.enter_async_context(aiohttp.ClientSession())
+            base_url = await self._cluster(stack)
+            await self._discover()
+            self.results["meta"]["machine_end"] = machine.load()
+            await self._phases(base_url, stack)
+            self.results["meta"]["machine_end"] = machine.load()
+        return self.results
+
+    async def _phases(self, base_url: str, stack: contextlib.AsyncExitStack) -> None:
+        s = self.settings
+        shaped: tuple[Namespace, str] | None = None
+        if "shaped" in s.links:
+            shaped = await self._shaped_link(base_url, stack, s.rtt_ms / 2, s.rate_mbit, "shaped")
+        for link in s.links:
+            if link == "loopback":
+                self.results["agent"]["loopback"] = await self._agent_phase(base_url, None, "loopback")
+            elif shaped is not None:
+                ns, url = shaped
+                self.results["agent"]["shaped"] = await self._agent_phase(url, ns, "shaped")
+        if s.overhead and shaped is not None:
+            self.results["overhead"] = await self._overhead_phase(base_url, stack)
+        await self._history_and_capacity(base_url)
+
+    # ------------------------------------------------------------------------------------- cluster
+    async def _cluster(self, stack: contextlib.AsyncExitStack) -> str:
+        s = self.settings
+        if not s.starts_cluster:
+            self.targets = {f"target-{i}": url for i, url in enumerate(s.metrics)}
+            self.results["meta"]["cluster"] = {"started": False, "base_url": s.base_url}
+            return s.base_url.rstrip("/")
+        from tether.config import ClusterSpec
+        from tether.supervisor import LocalCluster
+
+        spec = ClusterSpec(
+            boxes=s.boxes,
+            workers=s.workers,
+            router=True,
+            redis=None,
+            speed=s.speed,
+            port=0,
+            start_timeout=120,
+        )
+        most_agents = max([s.concurrency, *s.capacity_levels]) + 2
+        budget = max(KV_BUDGET_FLOOR, most_agents * (s.capacity_tokens + 60_000) * 2)
+        environ = {**os.environ, "TETHER_WORKER_KV_BUDGET_TOKENS": str(budget)}
+        self.say(f"bench: starting a cluster ({s.boxes} box, {s.workers} worker, sim speed {s.speed:g})")
+        cluster = LocalCluster(spec, sink=lambda *_: None, environ=environ)
+        await stack.enter_async_context(cluster)
+        self.targets = dict(cluster.metrics_urls)
+        self.results["meta"]["cluster"] = {
+            "started": True,
+            "spec": {k: v for k, v in asdict(spec).items() if k != "api_key"},
+            "worker_kv_budget_tokens": budget,
+            "base_url": cluster.base_url,
+        }
+        self._pin(cluster.pids, cluster.names("box"))
+        return cluster.base_url
+
+    def _pin(self, pids: dict[str, int], boxes: list[str]) -> None:
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        pinning: dict[str, Any] = {"enabled": False, "cpus": cpus}
+        if self.settings.pin and len(cpus) >= 2:
+            self.cpus_box, self.cpus_rest = {cpus[-1]}, set(cpus[:-1])
+            for name, pid in pids.items():
+                pin_process(pid, self.cpus_box if name in boxes else self.cpus_rest)
+            pin_process(os.getpid(), self.cpus_rest)
+            pinning = {
+                "enabled": True,
+                "box_cpus": sorted(self.cpus_box),
+                "other_cpus": sorted(self.cpus_rest),
+            }
+        self.results["meta"]["pinning"] = pinning
+
+    async def _discover(self) -> None:
+        snap = await self.scrape()
+        found = dict(snap.kinds)
+        if "box" not in found.values():
+            raise BenchFailed("no box metrics: give --metrics with every box's and router's /metrics URL")
+        self.kinds = found
+        self.results["meta"]["targets"] = {
+            name: {"url": self.targets[name], "kind": k} for name, k in found.items()
+        }
+
+    async def scrape(self) -> Snapshot:
+        """Every target's samples now."""
+        assert self._http is not None
+        at = time.monotonic()
+
+        async def one(name: str, url: str) -> tuple[str, dict[Any, float]]:
+            assert self._http is not None
+            async with self._http.get(url, timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT)) as resp:
+                return name, parse(name, await resp.text())
+
+        try:
+            parts = await asyncio.gather(*(one(n, u) for n, u in self.targets.items()))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BenchFailed(f"scraping /metrics failed: {exc!r}") from exc
+        kinds = {name: kind_of(samples) for name, samples in parts}
+        return Snapshot(at, merge(samples for _, samples in parts), {n: k for n, k in kinds.items() if k})
+
+    # --------------------------------------------------------------------------------- shaped link
+    async def _shaped_link(
+        self, base_url: str, stack: contextlib.AsyncExitStack, delay_ms: float, rate_mbit: float, tag: str
+    ) -> tuple[Namespace, str] | None:
+        reason = unavailable()
+        if reason is not None:
+            self.say(f"bench: skipping the {tag} link: {reason}")
+            self.results["meta"].setdefault("skipped", {})[tag] = reason
+            return None
+        link = ShapedLink(tag=tag[:2])
+        try:
+            ns = await asyncio.to_thread(link.create)
+        except NetnsError as exc:
+            self.say(f"bench: skipping the {tag} link: {exc}")
+            self.results["meta"].setdefault("skipped", {})[tag] = str(exc)
+            return None
+        stack.push_async_callback(asyncio.to_thread, link.remove)
+        router = urlsplit(base_url)
+        target = f"{router.hostname}:{router.port}"
+        relay = JsonLinesChild(
+            f"relay-{tag}", relay_argv(ns.host_ip, target, delay_ms, rate_mbit), self.cpus_rest
+        )
+        await relay.start()
+        stack.push_async_callback(self._close_relay, relay, tag)
+        listening = await relay.next_event(30)
+        url = f"http://{ns.host_ip}:{listening['port']}{router.path}"
+        self.results["meta"].setdefault("links", {})[tag] = {
+            "namespace": ns.name,
+            "client_ip": ns.client_ip,
+            "host_ip": ns.host_ip,
+            "one_way_delay_ms": delay_ms,
+            "rate_mbit": rate_mbit,
+            "emulator": "loadtest/bench/linkemu.py (user-space: this kernel has no netem)",
+        }
+        return ns, url
+
+    async def _close_relay(self, relay: JsonLinesChild, tag: str) -> None:
+        await relay.close()
+        with contextlib.suppress(asyncio.QueueEmpty):
+            while (event := relay.events.get_nowait()) is not None:
+                if event.get("event") == "stats":
+                    self.results["meta"]["links"][tag]["emulator_stats"] = event
+
+    # --------------------------------------------------------------------------------------- agent
+    async def _agent_phase(self, url: str, ns: Namespace | None, link: str) -> dict[str, Any]:
+        s = self.settings
+        phase: dict[str, Any] = {}
+        for tool_calls in s.sweep:
+            shape = AgentShape(tool_calls=tool_calls, output_bytes=s.output_bytes)
+            for mode in s.mode_list:
+                job = self._job(url, mode, shape, s.concurrency, s.runs, f"{link}-t{tool_calls}")
+                step = await self._runs_job(job, ns, f"{link} T={tool_calls} {mode}")
+                phase.setdefault(str(tool_calls), {})[mode] = step
+        return phase
+
+    def _job(self, url: str, mode: Mode, shape: AgentShape, agents: int, runs: int, label: str) -> ClientJob:
+        return ClientJob(
+            base_url=url,
+            mode=mode,
+            shape=shape,
+            agents=agents,
+            runs=runs,
+            api_key=self.settings.api_key,
+            turn_timeout=self.settings.turn_timeout,
+            deadline=max(self._time_left(), 1.0),
+            label=label,
+        )
+
+    def _time_left(self) -> float:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise BenchFailed(f"the benchmark ran past its deadline ({self.settings.deadline:g} s)")
+        return left
+
+    async def _runs_job(self, job: ClientJob, ns: Namespace | None, desc: str) -> dict[str, Any]:
+        child = JsonLinesChild(f"client {desc}", client_argv(job, ns), self.cpus_rest)
+        total = job.agents * job.runs * job.shape.turns
+        with tqdm(total=total, desc=desc, unit="turn", leave=False, mininterval=0.5, disable=None) as bar:
+            child.on_turn = lambda _event: bar.update(1)
+            before = await self.scrape()
+            await child.start()
+            try:
+                result = await child.next_event(self._time_left())
+                after = await self.scrape()
+            finally:
+                code = await child.close()
+        if result.get("event") != "result":
+            raise BenchFailed(f"{desc}: unexpected answer {str(result)[:200]}; {child.tail()}")
+        step = self._step(after.minus(before), result["turns"], result.get("wire"))
+        step["runs_summary"] = run_summary(result["runs"])
+        step["runs"], step["turns"], step["exit"] = result["runs"], result["turns"], code
+        self._report_step(desc, step)
+        return step
+
+    def _step(
+        self, delta: Delta, turns: list[dict[str, Any]], wire: dict[str, int] | None = None
+    ) -> dict[str, Any]:
+        client = turn_summary(turns)
+        if wire is not None:  # every byte of the job's sockets, WebSocket close frames included
+            client["socket_sent"], client["socket_received"] = wire["sent"], wire["received"]
+        metrics = metric_figures(delta)
+        return {"client": client, "metrics": metrics, "agreement": agreement(client, metrics)}
+
+    def _report_step(self, desc: str, step: dict[str, Any]) -> None:
+        c, r = step["client"], step.get("runs_summary") or {}
+        run = f"  run {r['run_mean']:.2f} s" if r.get("run_mean") is not None else ""
+        ttft = f"{c['ttft_p50'] * 1000:.0f} ms" if c["ttft_p50"] is not None else "-"
+        errors = f"  errors {c['errors']}" if c["errors"] else ""
+        self.say(
+            f"bench: {desc:<28} turns {c['turns']:>4}  up {c['up_wire']:>10,} B  ttft p50 {ttft}{run}{errors}"
+        )
+
+    # ------------------------------------------------------------------------------------ overhead
+    async def _overhead_phase(self, base_url: str, stack: contextlib.AsyncExitStack) -> dict[str, Any] | None:
+        s = self.settings
+        shape = AgentShape(tool_calls=min(10, max(s.sweep)), output_bytes=s.output_bytes)
+        bare = await self._shaped_link(base_url, stack, 0.0, 0.0, "bare")
+        if bare is None:
+            return None
+        ns, url = bare
+        out: dict[str, Any] = {}
+        for mode in s.mode_list[:2]:
+            direct = await self._runs_job(
+                self._job(base_url, mode, shape, 1, s.runs, "direct"), None, f"direct {mode}"
+            )
+            relayed = await self._runs_job(
+                self._job(url, mode, shape, 1, s.runs, "bare"), ns, f"emulated {mode}"
+            )
+            out[mode] = {"direct": _strip(direct), "emulated": _strip(relayed)}
+        return out
+
+    # -------------------------------------------------------------------------- history / capacity
+    async def _history_and_capacity(self, base_url: str) -> None:
+        s = self.settings
+        sizes = sorted(set(s.history_tokens) | ({s.capacity_tokens} if s.capacity else set()))
+        for tokens in sizes:
+            for mode in s.mode_list:
+                steps = await self._steady(base_url, mode, tokens)
+                if steps:
+                    self.results["history"].setdefault(str(tokens), {})[mode] = steps[0]
+                if s.capacity and tokens == s.capacity_tokens:
+                    self.results["capacity"][mode] = steps
+
+    async def _steady(self, base_url: str, mode: Mode, tokens: int) -> list[dict[str, Any]]:
+        s = self.settings
+        capacity = s.capacity and tokens == s.capacity_tokens
+        levels = s.capacity_levels if capacity else (1,)
+        seconds = s.capacity_seconds if capacity else s.history_seconds
+        output = s.capacity_output_bytes
+        shape = AgentShape(tool_calls=min(20, max(s.sweep) or 1), output_bytes=output, history_tokens=tokens)
+        job = self._job(base_url, mode, shape, 1, 0, f"h{tokens}")
+        child = JsonLinesChild(f"steady {mode} H={tokens}", client_argv(job, None), self.cpus_rest)
+        steps: list[dict[str, Any]] = []
+        await child.start()
+        try:
+            for level in sorted(set(levels)):
+                step = await self._window(child, level, seconds, f"H={tokens} {mode} x{level}")
+                steps.append(step)
+                if capacity and not step["slo_met"]:
+                    break
+            await child.send({"cmd": "quit"})
+            await child.next_event(30)
+        except ChildFailed as exc:
+            self.say(f"bench: {exc}")
+            self.results["meta"].setdefault("problems", []).append(str(exc)[:500])
+        finally:
+            await child.close()
+        return steps
+
+    async def _window(self, child: JsonLinesChild, level: int, seconds: float, desc: str) -> dict[str, Any]:
+        with tqdm(desc=desc, unit="turn", leave=False, mininterval=0.5, disable=None) as bar:
+            child.on_turn = lambda _event: bar.update(1)
+            await child.send({"cmd": "agents", "n": level})
+            ready = await child.next_event(min(READY_TIMEOUT, self._time_left()))
+            before = await self.scrape()
+            await child.send({"cmd": "window", "seconds": seconds})
+            window = await child.next_event(seconds + 60)
+            after = await self.scrape()
+        turns = window["turns"]
+        step = self._step(after.minus(before), turns)
+        span = window["end"] - window["start"]
+        step.update(agents=level, seconds=span, warmup_errors=ready.get("errors", 0))
+        step.update(throughput(step, span, self.settings.slo_ttft_ms / 1000))
+        c = step["client"]
+        p99 = f"{c['ttft_p99'] * 1000:.0f} ms" if c["ttft_p99"] is not None else "-"
+        self.say(
+            f"bench: {desc:<28} {step['turns_per_second']:7.1f} turns/s  ttft p99 {p99}  "
+            f"box cpu {step['box_cores']:.2f} cores, {step['box_cpu_ms_per_turn']:.1f} ms/turn"
+        )
+        return step
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "settings": asdict(replace(self.settings, api_key="<hidden>")),
+            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": machine.describe(),
+            "git": machine.git_commit(),
+        }
+
+
+def metric_figures(delta: Delta) -> dict[str, Any]:
+    """The step's figures as the scraped metrics tell them."""
+    ttft = delta.ttft()
+    return {
+        "box_up_payload": delta.box_bytes("client_to_server"),
+        "box_down_payload": delta.box_bytes("server_to_client"),
+        "router_up_wire": delta.router_bytes("client_to_server"),
+        "router_down_wire": delta.router_bytes("server_to_client"),
+        "box_cpu_seconds": delta.cpu_seconds("box"),
+        "router_cpu_seconds": delta.cpu_seconds("router"),
+        "worker_cpu_seconds": delta.cpu_seconds("worker"),
+        "box_ttft_count": ttft.count,
+        "box_ttft_mean": ttft.mean,
+        "box_ttft_p99": ttft.quantile(0.99),
+        "box_ttft_share_within_slo": ttft.fraction_at_most(0.5),
+        "seconds": delta.seconds,
+    }
+
+
+def agreement(client: dict[str, Any], metrics: dict[str, Any]) -> dict[str, float | None]:
+    """Metric-side / client-side for bytes (payload vs box, wire vs router) and mean TTFT."""
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    sent = client.get("socket_sent", client["up_wire"])
+    received = client.get("socket_received", client["down_wire"])
+    return {
+        "up_payload": ratio(metrics["box_up_payload"], client["up_payload"]),
+        "down_payload": ratio(metrics["box_down_payload"], client["down_payload"]),
+        "up_wire": ratio(metrics["router_up_wire"], sent) if metrics["router_up_wire"] else None,
+        "down_wire": ratio(metrics["router_down_wire"], received) if metrics["router_down_wire"] else None,
+        "ttft_mean": ratio(metrics["box_ttft_mean"], client["ttft_mean"]),
+    }
+
+
+def throughput(step: dict[str, Any], seconds: float, slo: float) -> dict[str, Any]:
+    """Turns per second, box cores and CPU per turn, and whether p99 TTFT met the SLO."""
+    turns = step["client"]["turns"]
+    cpu = step["metrics"]["box_cpu_seconds"]
+    p99 = step["client"]["ttft_p99"]
+    cores = cpu / seconds if seconds else 0.0
+    rate = turns / seconds if seconds else 0.0
+    return {
+        "turns_per_second": rate,
+        "box_cores": cores,
+        "box_cpu_ms_per_turn": cpu / turns * 1000 if turns else 0.0,
+        "turns_per_box_core_second": rate / cores if cores else None,
+        "slo_met": bool(turns) and p99 is not None and p99 <= slo and not step["client"]["errors"],
+    }
+
+
+def _strip(step: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in step.items() if k not in ("turns", "runs")}

@@ -1,0 +1,306 @@
+"""The agent workload shared by the Locust users and `tether bench`. Pure: no I/O, no clock, no Locust.
+
+An agent run is: instructions + tool definitions + a user message (optionally preceded by a synthetic
+history of `history_tokens` tokens), then `tool_calls` function calls whose outputs are `output_bytes`
+each, then a final answer. The sim engine's agent policy makes the calls: the request carries
+`metadata["tether.tool_calls"]` (gpu_worker/core/agent.py), so the model calls a tool while fewer than
+that many calls followed the last user message, then answers.
+
+`AgentRun` is the client side of one run in one of the three modes:
+
+    ws            WebSocket, store:false, previous_response_id + only the new items (deltas)
+    http_full     HTTP POST, store:false, the whole history every turn (the stateless baseline)
+    http_chained  HTTP POST, store:true, previous_response_id + only the new items
+
+    run = AgentRun("ws", AgentShape(tool_calls=20, output_bytes=4096), run_id="a1-r0")
+    while not run.finished:
+        body = run.next_body()          # the response.create body of the next turn (a dict)
+        ... send it, read the events up to the terminal one ...
+        run.record(response)            # the terminal event's `response` object
+
+After the final answer `continue_session()` starts a new task in the same conversation (a new user
+message, the history kept), which is how a long-lived agent keeps its history while it works.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import orjson
+
+Mode = Literal["ws", "http_full", "http_chained"]
+MODES: Final[tuple[Mode, ...]] = ("ws", "http_full", "http_chained")
+MODE_LABELS: Final[dict[Mode, str]] = {
+    "ws": "WebSocket (store:false, deltas)",
+    "http_full": "HTTP full context (stateless)",
+    "http_chained": "HTTP chained (previous_response_id, store:true)",
+}
+METADATA_TOOL_CALLS: Final = "tether.tool_calls"  # gpu_worker/core/agent.py
+MAX_TOOL_CALLS: Final = 64  # the agent policy's bound on tether.tool_calls
+MAX_OUTPUT_BYTES: Final = 1 << 20
+MAX_HISTORY_TOKENS: Final = 200_000
+DEFAULT_MODEL: Final = "tether-sim"
+FIRST_OUTPUT_EVENTS: Final = frozenset(
+    {"response.output_text.delta", "response.function_call_arguments.delta"}
+)
+TERMINAL_EVENTS: Final = frozenset({"response.completed", "response.failed", "response.incomplete"})
+
+INSTRUCTIONS: Final = (
+    "You are a coding agent working in a Python repository. Use the tools to inspect the code and run "
+    "the tests, then answer with a short summary of the fix."
+)
+USER_MESSAGE: Final = (
+    "tests/test_config.py::test_parse_timeout fails after the last refactor. Find the cause and tell me "
+    "how to fix it."
+)
+NEXT_TASK_MESSAGE: Final = "Thanks. Now check the other callers of parse_timeout the same way."
+_STRING: Final = {"type": "string"}
+TOOLS: Final[tuple[dict[str, Any], ...]] = (
+    {
+        "type": "function",
+        "name": "read_file",
+        "description": "Read a file of the repository.",
+        "parameters": {"type": "object", "properties": {"path": _STRING}, "required": ["path"]},
+    },
+    {
+        "type": "function",
+        "name": "grep",
+        "description": "Search the repository for a regular expression.",
+        "parameters": {
+            "type": "object",
+            "properties": {"pattern": _STRING, "path": _STRING},
+            "required": ["pattern"],
+        },
+    },
+    {
+        "type": "function",
+        "name": "run_tests",
+        "description": "Run pytest on a test file or node id and return its output.",
+        "parameters": {"type": "object", "properties": {"target": _STRING}, "required": ["target"]},
+    },
+)
+
+# Each entry is one o200k token including its leading space, so N words make N tokens (pre-tokenization
+# splits before every space-led word); tests/unit/loadtest checks this against the real tokenizer.
+_WORD_BANK: Final = (
+    "the of to and in is it that for on with as this was by be are from or at an have not can will "
+    "file line test code value result error function data list path name type check run build "
+    "change update read write search found return call open close start stop add remove use make"
+)
+_HISTORY_WORDS: Final = tuple(" " + word for word in _WORD_BANK.split(" "))
+
+
+class WorkloadError(ValueError):
+    """A workload parameter is out of range, or a response does not fit the run."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentShape:
+    """What one agent run looks like (see the module docstring)."""
+
+    tool_calls: int = 20
+    output_bytes: int = 4096
+    history_tokens: int = 0
+    model: str = DEFAULT_MODEL
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.tool_calls <= MAX_TOOL_CALLS:
+            raise WorkloadError(f"tool_calls={self.tool_calls} is outside 0..{MAX_TOOL_CALLS}")
+        if not 1 <= self.output_bytes <= MAX_OUTPUT_BYTES:
+            raise WorkloadError(f"output_bytes={self.output_bytes} is outside 1..{MAX_OUTPUT_BYTES}")
+        if not 0 <= self.history_tokens <= MAX_HISTORY_TOKENS:
+            raise WorkloadError(f"history_tokens={self.history_tokens} is outside 0..{MAX_HISTORY_TOKENS}")
+        if not self.model:
+            raise WorkloadError("model must not be empty")
+
+    @property
+    def turns(self) -> int:
+        """Responses in one run: one per tool call plus the final answer."""
+        return self.tool_calls + 1
+
+
+def check_mode(mode: str) -> Mode:
+    """`mode` as a Mode; WorkloadError when it is not one."""
+    for known in MODES:
+        if mode == known:
+            return known
+    raise WorkloadError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
+
+
+def dumps(body: Mapping[str, Any]) -> bytes:
+    """The JSON bytes a client sends for `body` (compact, UTF-8): what both sides count as payload."""
+    return orjson.dumps(body)
+
+
+def tool_output(call_id: str, name: str, size: int) -> str:
+    """A deterministic, plausible tool output of exactly `size` ASCII bytes."""
+    seed = hashlib.blake2b(f"{name}\0{call_id}".encode(), digest_size=8).hexdigest()
+    lines: list[str] = []
+    total = 0
+    number = 0
+    while total < size:
+        number += 1
+        line = _output_line(name, number, seed)
+        lines.append(line)
+        total += len(line) + 1
+    return "\n".join(lines)[:size]
+
+
+def _output_line(name: str, number: int, seed: str) -> str:
+    if name == "grep":
+        return (
+            f"src/app/module_{number % 9}.py:{number * 13}: timeout = parse_timeout(raw_{seed[number % 16]})"
+        )
+    if name == "run_tests":
+        return f"tests/test_config.py::test_case_{number}_{seed[number % 16]} PASSED [{min(99, number)}%]"
+    return f"    value_{number} = settings.get('timeout_{seed[number % 16]}', {number * 7})  # line {number}"
+
+
+def history_text(tokens: int, salt: str) -> str:
+    """About `tokens` o200k tokens of filler text, unique to `salt` from its first token (so that no two
+    runs share a prefix block in the worker's cache)."""
+    if tokens <= 0:
+        return ""
+    digest = hashlib.blake2b(salt.encode(), digest_size=8).digest()
+    picks = [_HISTORY_WORDS[b % len(_HISTORY_WORDS)] for b in digest]
+    head = f"Session {salt}:" + "".join(picks)
+    body_tokens = max(tokens - len(picks) - 8, 0)  # the head is about 8 + len(picks) tokens
+    words = _HISTORY_WORDS
+    return head + "".join(words[(i * 7 + i // len(words)) % len(words)] for i in range(body_tokens))
+
+
+def user_message(text: str) -> dict[str, Any]:
+    """An input message item from the user."""
+    return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    """What the client learned from one terminal response."""
+
+    response_id: str
+    status: str
+    calls: tuple[dict[str, str], ...]  # function_call items: call_id, name, arguments
+    answer: str | None  # the final answer text, when the model answered
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+
+
+def parse_response(response: Mapping[str, Any]) -> TurnResult:
+    """Read a terminal ResponseResource (the `response` of response.completed, or an HTTP JSON body)."""
+    output = response.get("output") or []
+    calls: list[dict[str, str]] = []
+    texts: list[str] = []
+    for item in output:
+        if not isinstance(item, Mapping):
+            continue
+        if item.get("type") == "function_call":
+            calls.append(
+                {
+                    "call_id": str(item.get("call_id", "")),
+                    "name": str(item.get("name", "")),
+                    "arguments": str(item.get("arguments", "")),
+                }
+            )
+        elif item.get("type") == "message":
+            for part in item.get("content") or []:
+                if isinstance(part, Mapping):
+                    texts.append(str(part.get("text", "")))
+    usage = response.get("usage") or {}
+    details = usage.get("input_tokens_details") or {}
+    return TurnResult(
+        response_id=str(response.get("id", "")),
+        status=str(response.get("status", "")),
+        calls=tuple(calls),
+        answer="".join(texts) if not calls else None,
+        input_tokens=int(usage.get("input_tokens") or 0),
+        cached_tokens=int(details.get("cached_tokens") or 0),
+        output_tokens=int(usage.get("output_tokens") or 0),
+    )
+
+
+@dataclass
+class AgentRun:
+    """The client side of one agent run in one mode; see the module docstring."""
+
+    mode: Mode
+    shape: AgentShape
+    run_id: str
+    turn: int = 0  # turns recorded so far
+    tool_calls: int = 0
+    finished: bool = False
+    previous_id: str | None = None
+    _pending: list[dict[str, Any]] = field(default_factory=list)
+    _history: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.mode = check_mode(self.mode)
+        text = USER_MESSAGE
+        if self.shape.history_tokens:
+            text = history_text(self.shape.history_tokens, self.run_id) + "\n\n" + USER_MESSAGE
+        self._pending = [user_message(text)]
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The per-request metadata that sets the sim agent's tool calls per user message."""
+        return {METADATA_TOOL_CALLS: str(self.shape.tool_calls)}
+
+    def next_body(self) -> dict[str, Any]:
+        """The body of the next turn (for WebSocket mode, with "type": "response.create")."""
+        if self.finished:
+            raise WorkloadError(f"run {self.run_id} is finished")
+        body: dict[str, Any] = {"model": self.shape.model, "instructions": INSTRUCTIONS, "tools": list(TOOLS)}
+        if self.mode == "http_full":
+            body.update(input=[*self._history, *self._pending], store=False, stream=True)
+        else:
+            body.update(input=list(self._pending), store=self.mode == "http_chained")
+            if self.previous_id is not None:
+                body["previous_response_id"] = self.previous_id
+            if self.mode == "ws":
+                body = {"type": "response.create", **body}
+            else:
+                body["stream"] = True
+        body["metadata"] = self.metadata
+        return body
+
+    def record(self, response: Mapping[str, Any]) -> TurnResult:
+        """Take the terminal response of the turn just sent; queue the tool outputs it asks for."""
+        result = parse_response(response)
+        if result.status != "completed":
+            raise WorkloadError(
+                f"turn {self.turn + 1} of {self.run_id} ended {result.status or 'without status'}"
+            )
+        self.turn += 1
+        self._history.extend(self._pending)
+        self._pending = []
+        self.previous_id = result.response_id
+        if result.calls:
+            self.tool_calls += len(result.calls)
+            for call in result.calls:
+                self._history.append({"type": "function_call", **call})
+                output = tool_output(call["call_id"], call["name"], self.shape.output_bytes)
+                self._pending.append(
+                    {"type": "function_call_output", "call_id": call["call_id"], "output": output}
+                )
+        else:
+            self._history.append({"type": "message", "role": "assistant", "content": result.answer or ""})
+            self.finished = True
+        if self.turn > self.shape.turns + 1 and not self.finished:
+            raise WorkloadError(f"run {self.run_id} did not answer within {self.shape.turns + 1} turns")
+        return result
+
+    def continue_session(self) -> None:
+        """After the final answer: a new task in the same conversation (history kept, counters reset)."""
+        if not self.finished:
+            raise WorkloadError("continue_session() needs a finished run")
+        self.finished = False
+        self.turn = 0
+        self._pending = [user_message(NEXT_TASK_MESSAGE)]
+
+    def history_items(self) -> Sequence[dict[str, Any]]:
+        """The conversation so far, as a stateless client holds it."""
+        return tuple(self._history)
