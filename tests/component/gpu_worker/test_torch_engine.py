@@ -334,3 +334,21 @@ async def test_a_stopped_engine_refuses_work(model: Transformer) -> None:
     await engine.stop()
     with pytest.raises(Draining):
         await _run(engine, _job("a", _user("late")))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (runs wherever one exists)")
+async def test_the_engine_runs_on_cuda_greedy_and_sampled() -> None:
+    engine = TorchEngine(replace(SETTINGS, device="cuda"))
+    await engine.start()
+    try:
+        assert engine.device.type == "cuda"
+        first = _user("On the GPU.")
+        out = _finished(await _run(engine, _job("a", first, tools=(SEARCH,))))
+        second = _next_turn(first, out, "ok")
+        sampled = await _run(
+            engine, _job("a", second, "a", len(first) + len(out.output_ids), temperature=0.8, seed=3)
+        )
+        assert _finished(sampled).output_ids
+        assert engine.stats().prompt_tokens_reused >= len(first)
+    finally:
+        await engine.stop()

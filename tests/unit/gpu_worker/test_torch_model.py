@@ -211,3 +211,19 @@ def test_a_directory_without_a_checkpoint_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(SMALL.to_hf_config()))
     with pytest.raises(CheckpointError, match="safetensors"):
         load_checkpoint(tmp_path, device=CPU, dtype=torch.float32)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (runs wherever one exists)")
+def test_on_cuda_in_bfloat16_kv_reuse_matches_a_full_recompute() -> None:
+    cuda = torch.device("cuda")
+    model = dummy_model(preset("tiny"), seed=7, device=cuda, dtype=torch.bfloat16)
+    tokens = _prompt(300).to(cuda)
+    kv = model.new_kv(320)
+    model([Chunk(tokens=tokens[:200], start=0, kv=kv)])
+    model([Chunk(tokens=tokens[200:299], start=200, kv=kv)])
+    logits = model([Chunk(tokens=tokens[299:], start=299, kv=kv)])[0]
+    full = model([Chunk(tokens=tokens, start=0, kv=model.new_kv(300))])[0]
+    assert logits.device.type == "cuda"
+    torch.testing.assert_close(logits, full, atol=5e-2, rtol=5e-2)  # bfloat16 accumulates differently
+    cpu = dummy_model(preset("tiny"), seed=7, device=CPU, dtype=torch.float32)
+    torch.testing.assert_close(full.cpu(), _full(cpu, tokens.cpu()), atol=5e-2, rtol=5e-2)
