@@ -17,6 +17,7 @@ from api_box.core.protocol import Limits
 
 ENV_PREFIX = "TETHER_BOX_"
 _MIB = 1024 * 1024
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,16 @@ class Settings:
     worker_connect_timeout: float = 2.0
     worker_request_timeout: float = 300.0
     default_max_output_tokens: int = 1024
-    shutdown_grace_seconds: float = 10.0
+    shutdown_grace_seconds: float = 10.0  # drain budget for in-flight responses (SIGTERM)
+    # Cold store (api_box/io/redis_store.py); an empty URL runs without one.
+    redis_url: str = ""
+    redis_prefix: str = "tether"
+    redis_ttl_seconds: float = 86400.0
+    redis_timeout_seconds: float = 0.5  # one Redis operation (a restore, a write batch)
+    write_behind_queue: int = 65536  # turns waiting to be written
+    write_behind_bytes: int = 256 * _MIB
+    write_behind_batch: int = 128  # turns written per pipelined round trip, at most
+    write_behind_flush_seconds: float = 3.0  # flush budget at drain and shutdown
 
     def __post_init__(self) -> None:
         checks = {
@@ -75,6 +85,14 @@ class Settings:
             "worker_request_timeout": self.worker_request_timeout > 0,
             "default_max_output_tokens": self.default_max_output_tokens >= 1,
             "shutdown_grace_seconds": self.shutdown_grace_seconds >= 0,
+            "redis_url": self.redis_url == "" or self.redis_url.startswith(_REDIS_SCHEMES),
+            "redis_prefix": bool(self.redis_prefix) and self.redis_prefix.isprintable(),
+            "redis_ttl_seconds": self.redis_ttl_seconds >= 1,
+            "redis_timeout_seconds": self.redis_timeout_seconds > 0,
+            "write_behind_queue": self.write_behind_queue >= 1,
+            "write_behind_bytes": self.write_behind_bytes >= 1024,
+            "write_behind_batch": self.write_behind_batch >= 1,
+            "write_behind_flush_seconds": self.write_behind_flush_seconds >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# Real Redis (REDIS_URL, a container, or a local redis-server): see tests/redis_fixture.py.
+from tests.redis_fixture import local_redis, redis_prefix, redis_server, redis_url  # noqa: F401
+
 _TIERS = ("unit", "component", "system", "chaos")
 
 

@@ -6,16 +6,29 @@ continuation of a response that was never persisted) or a *delta* over the chain
 (`tokens` are the tokens after its first `base_len`). `snapshot_from_turns` folds a whole record and its
 deltas into the `ChainSnapshot` a restore returns, and `record_from_snapshot` turns that into a live
 ResponseRecord. Both encode to bytes (`to_bytes`/`from_bytes`, versioned) and round-trip exactly.
+
+Format version 1 (`FORMAT_VERSION`): 4 magic bytes (`TTR1` a turn record, `TCS1` a snapshot), a 4-byte
+little-endian header length, a JSON header (`"v": 1`, the scalar fields, and `"blobs"`: the lengths of
+the ResponseResource and input-items blobs that follow), the blobs, then the tokens as little-endian
+uint32. A reader refuses any other magic or version with ValueError (a cold store treats that as a miss),
+so a future version 2 can be rolled out beside version 1 under new magic bytes.
+
+Cold-store layout (`ColdKeys`, used by api_box/io/redis_store.py): per tenant, one key per response
+holding its whole TurnRecord, and one append-only list per chain (cache key) holding its records
+`slim()` (without the two blobs). `chain_path` picks a response's ancestry out of such a list: boxes
+that owned the chain one after the other append to the same list, so it may also hold sibling branches.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -53,15 +66,32 @@ def _unframe(magic: bytes, raw: bytes) -> tuple[dict[str, Any], list[bytes], arr
     if raw[:4] != magic:
         raise ValueError("not a Tether handoff record of this kind/version")
     head_len = int.from_bytes(raw[4:8], "little")
-    meta = orjson.loads(raw[8 : 8 + head_len])
-    if not isinstance(meta, dict):
-        raise ValueError("corrupt handoff record header")
+    if 8 + head_len > len(raw):
+        raise ValueError("truncated handoff record")
+    try:
+        meta = orjson.loads(raw[8 : 8 + head_len])
+    except orjson.JSONDecodeError:
+        raise ValueError("corrupt handoff record header") from None
+    if not isinstance(meta, dict) or meta.get("v") != FORMAT_VERSION:
+        raise ValueError("corrupt handoff record header or unsupported format version")
     at = 8 + head_len
     blobs: list[bytes] = []
-    for size in meta.pop("blobs"):
+    for size in meta.pop("blobs", ()):
+        if not isinstance(size, int) or size < 0 or at + size > len(raw):
+            raise ValueError("truncated handoff record")
         blobs.append(raw[at : at + size])
         at += size
+    if len(blobs) != 2:
+        raise ValueError("corrupt handoff record header")
     return meta, blobs, _tokens_from_bytes(raw[at:])
+
+
+def _decoded(kind: str, build: Any, raw: bytes) -> Any:
+    """`build(raw)`, with any malformed-field error reported as ValueError (a corrupt record)."""
+    try:
+        return build(raw)
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise ValueError(f"corrupt {kind}: {type(exc).__name__}") from None
 
 
 def _agent_json(agent: AgentCounters) -> list[Any]:
@@ -115,9 +145,24 @@ class TurnRecord:
         }
         return _frame(_TURN_MAGIC, meta, self.tokens, [self.resource, self.input_items])
 
+    def slim(self) -> TurnRecord:
+        """This record without its ResponseResource and input items (what a chain list holds)."""
+        return dataclasses.replace(self, resource=b"", input_items=b"")
+
+    def nbytes(self) -> int:
+        """About how many bytes `to_bytes` produces (without encoding), for write-behind bounds."""
+        return (
+            4 * len(self.tokens) + len(self.resource) + len(self.input_items) + 64 * len(self.call_ids) + 256
+        )
+
     @classmethod
     def from_bytes(cls, raw: bytes) -> TurnRecord:
         """Decode `to_bytes` output; raises ValueError on anything else."""
+        record: TurnRecord = _decoded("turn record", cls._from_bytes, raw)
+        return record
+
+    @classmethod
+    def _from_bytes(cls, raw: bytes) -> TurnRecord:
         meta, (resource, items), tokens = _unframe(_TURN_MAGIC, raw)
         return cls(
             tenant=meta["tenant"],
@@ -170,6 +215,11 @@ class ChainSnapshot:
     @classmethod
     def from_bytes(cls, raw: bytes) -> ChainSnapshot:
         """Decode `to_bytes` output; raises ValueError on anything else."""
+        snapshot: ChainSnapshot = _decoded("chain snapshot", cls._from_bytes, raw)
+        return snapshot
+
+    @classmethod
+    def _from_bytes(cls, raw: bytes) -> ChainSnapshot:
         meta, (resource, items), tokens = _unframe(_SNAPSHOT_MAGIC, raw)
         return cls(
             tenant=meta["tenant"],
@@ -266,3 +316,45 @@ def record_from_snapshot(snapshot: ChainSnapshot) -> ResponseRecord:
         resource=snapshot.resource,
         input_items=snapshot.input_items,
     )
+
+
+def chain_path(target: TurnRecord, records: Iterable[TurnRecord]) -> list[TurnRecord]:
+    """The records to fold (oldest first) to restore `target`: its ancestry back to the nearest whole
+    record, picked out of `records` (a chain list: any order, duplicates and sibling branches allowed).
+
+    Raises ValueError when an ancestor is missing (never written, dropped, or expired) or belongs to
+    another tenant or chain. Cost O(len(records)).
+    """
+    by_id = {record.response_id: record for record in records}
+    path = [target]
+    while not path[-1].whole:
+        child = path[-1]
+        base = by_id.pop(child.base_response_id or "", None)  # popped: a cycle ends as "missing"
+        if base is None or base.tenant != target.tenant or base.cache_key != child.cache_key:
+            raise ValueError(f"the chain of {target.response_id} is incomplete at {child.base_response_id}")
+        path.append(base)
+    path.reverse()
+    return path
+
+
+MAX_ID_CHARS = 256  # longer response ids were not made by a box: a restore of one is a miss at once
+
+
+@dataclass(frozen=True, slots=True)
+class ColdKeys:
+    """Key names in the cold store, namespaced by prefix and tenant (every part percent-encoded, so no
+    tenant, id or cache key can reach into another's namespace)."""
+
+    prefix: str = "tether"
+
+    def response(self, tenant: str, response_id: str) -> str:
+        """The key of one response's whole TurnRecord."""
+        return f"{self.prefix}:{quote(tenant, safe='')}:r:{quote(response_id, safe='')}"
+
+    def chain(self, tenant: str, cache_key: str) -> str:
+        """The key of one chain's list of slim records (append order)."""
+        return f"{self.prefix}:{quote(tenant, safe='')}:c:{quote(cache_key, safe='')}"
+
+    def writer(self, writer_id: str) -> str:
+        """A writer's liveness marker: gone means the store lost data since that writer last wrote."""
+        return f"{self.prefix}:writer:{quote(writer_id, safe='')}"
