@@ -8,6 +8,7 @@ from typing import Any
 import openai
 import pytest
 from openai import OpenAI
+from websockets.exceptions import InvalidStatus
 
 from tether.config import DEV_API_KEY
 from tether.supervisor import LocalCluster
@@ -49,6 +50,9 @@ def test_a_wrong_key_gets_401(cluster: LocalCluster) -> None:
     assert caught.value.status_code == 401
     with pytest.raises(openai.AuthenticationError):
         bad.responses.create(model="m", input="hi")
+    with pytest.raises(InvalidStatus) as refused:  # the upgrade is refused
+        bad.responses.connect(max_retries=0).enter()
+    assert refused.value.response.status_code == 401
 
 
 def test_websocket_multi_turn_with_tool_outputs(client: OpenAI, model: str) -> None:
