@@ -76,20 +76,22 @@ class TurnResult:
 class _Timing:
     """Time to first output delta and inter-token latency of one response."""
 
-    __slots__ = ("clock", "last", "metrics", "mode", "received_at")
+    __slots__ = ("clock", "itl", "last", "received_at", "ttft")
 
     def __init__(
         self, metrics: BoxMetrics, mode: str, received_at: float, clock: Callable[[], float]
     ) -> None:
-        self.metrics, self.mode, self.received_at, self.clock = metrics, mode, received_at, clock
+        self.ttft = metrics.time_to_first_token.labels(mode)
+        self.itl = metrics.inter_token_latency.labels(mode)
+        self.received_at, self.clock = received_at, clock
         self.last: float | None = None
 
     def delta(self) -> None:
         now = self.clock()
         if self.last is None:
-            self.metrics.time_to_first_token.labels(self.mode).observe(now - self.received_at)
+            self.ttft.observe(now - self.received_at)
         else:
-            self.metrics.inter_token_latency.labels(self.mode).observe(now - self.last)
+            self.itl.observe(now - self.last)
         self.last = now
 
 
@@ -316,11 +318,19 @@ class TurnRunner:
         context_bytes: int,
         stateless: bool,
     ) -> TurnResult:
+        """Finish the response; keep its record unless the turn was stateless (HTTP full context)."""
         if create.generate:
             usage = Usage(done.prompt_tokens, done.cached_tokens, done.output_tokens)
             final = events.finish(usage, finish_reason=done.finish_reason, completed_at=int(self.wall()))
         else:
             final = events.warmed(completed_at=int(self.wall()))
+        if stateless:
+            # Nothing of a stateless turn is kept: no commit (no digest of the whole chain), no record.
+            abort_turn(pending)
+            for event in final:
+                await emit(event)
+            self._finished(mode, events.resource["status"], received_at)
+            return TurnResult(TurnOutcome(None, None), events.resource)
         output_bytes = len(orjson.dumps(events.resource["output"]))
         ref = commit_turn(
             pending,
@@ -328,7 +338,6 @@ class TurnRunner:
             [call.call_id for call in events.function_calls],
             worker_len=done.chain_len,
             worker_digest=done.chain_digest,
-            worker_holds=not stateless,
             context_bytes=context_bytes + output_bytes,
         )
         record = self._record(create, tenant, ref, events)

@@ -87,6 +87,10 @@ class WsConnection:
         self._turn: asyncio.Task[None] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._send_started: float | None = None
+        self._bytes_in = self.metrics.bytes.labels("ws", CLIENT_TO_SERVER)
+        self._bytes_out = self.metrics.bytes.labels("ws", SERVER_TO_CLIENT)
         self._closing = False
         self._close_queued = False
         self._queued_reported = 0
@@ -96,6 +100,7 @@ class WsConnection:
         """Read frames until the socket closes, then release everything the connection holds."""
         self.metrics.websocket_connections.inc()
         self._sender = asyncio.create_task(self._send_loop())
+        self._watchdog = self._loop.call_later(self.settings.send_timeout_seconds / 2, self._watch_sends)
         self._arm_timer()
         try:
             while not self._closing:
@@ -121,7 +126,7 @@ class WsConnection:
 
     def _on_text(self, data: bytes | str) -> None:
         raw = data.encode() if isinstance(data, str) else data
-        self.metrics.bytes.labels("ws", CLIENT_TO_SERVER).inc(len(raw))
+        self._bytes_in.inc(len(raw))
         try:
             incoming: object = parse_create(raw, self.settings.limits, websocket=True)
         except InvalidJson as exc:
@@ -134,7 +139,7 @@ class WsConnection:
         self._receive(Arrival(incoming, self._loop.time(), len(raw)))  # type: ignore[arg-type]
 
     def _on_binary(self, data: bytes) -> None:
-        self.metrics.bytes.labels("ws", CLIENT_TO_SERVER).inc(len(data))
+        self._bytes_in.inc(len(data))
         error = BinaryFrame("Binary frames are not supported; send each event as a JSON text frame.")
         self._receive(Arrival(error, self._loop.time(), len(data)))
 
@@ -200,7 +205,7 @@ class WsConnection:
             self._abort()
             return
         if isinstance(frame, bytes):
-            self.metrics.bytes.labels("ws", SERVER_TO_CLIENT).inc(len(frame))
+            self._bytes_out.inc(len(frame))
 
     def _request_close(self, code: int, reason: str) -> None:
         if not self._closing:
@@ -211,19 +216,33 @@ class WsConnection:
     # -- sending -----------------------------------------------------------------------------------
 
     async def _send_loop(self) -> None:
-        timeout = self.settings.send_timeout_seconds
         try:
             while True:
                 frame = await self._frames.get()
                 if isinstance(frame, _CloseCommand):
                     await self._close_now(frame.code, frame.reason)
                     return
-                async with asyncio.timeout(timeout):
-                    await self.ws.send_frame(frame, WSMsgType.TEXT)
-        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+                # Watched by _watch_sends rather than a timeout object per frame (cheaper per delta).
+                self._send_started = self._loop.time()
+                await self.ws.send_frame(frame, WSMsgType.TEXT)
+                self._send_started = None
+        except (ConnectionError, RuntimeError) as exc:
             _LOG.info("websocket send failed (%s); closing", type(exc).__name__)
             self._closing = True
             await self._close_now(CLOSE_POLICY, "send failed")
+
+    def _watch_sends(self) -> None:
+        """Abort a connection whose current frame has not been written for send_timeout_seconds."""
+        timeout = self.settings.send_timeout_seconds
+        started = self._send_started
+        if started is not None and self._loop.time() - started > timeout:
+            _LOG.warning("a frame could not be sent for %.0fs; aborting the connection", timeout)
+            self._closing = True
+            if self._sender is not None:
+                self._sender.cancel()
+            self._abort()
+            return
+        self._watchdog = self._loop.call_later(timeout / 2, self._watch_sends)
 
     async def _close_now(self, code: int, reason: str) -> None:
         """Close with `code`; abort the transport when even the close frame cannot be written in time."""
@@ -248,8 +267,9 @@ class WsConnection:
         self._apply(self.session.deadline_reached(self._loop.time()))
 
     async def _shutdown(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._watchdog):
+            if timer is not None:
+                timer.cancel()
         turn = self._turn
         if turn is not None and not turn.done():
             turn.cancel()

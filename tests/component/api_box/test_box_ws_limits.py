@@ -166,3 +166,23 @@ async def test_a_client_that_never_reads_is_disconnected(
         assert fake_pool.counts["ok"] == 0  # the generation was cancelled, not finished
     finally:
         sock.close()
+
+
+async def test_a_send_that_stalls_past_the_send_timeout_is_aborted(
+    make_box: BoxFactory, fake_pool: FakeWorkerPool
+) -> None:
+    box = await make_box(send_queue_frames=100_000, send_timeout_seconds=0.5)
+    fake_pool.script = lambda _req: Reply(text="z" * 16_384)
+    fake_pool.piece_size = 16_384
+    fake_pool.delta_repeat = 600  # ~10 MB: more than the socket buffers hold, far less than the queue
+    assert box.port is not None
+    sock = await _raw_upgrade(box.port)
+    try:
+        create = orjson.dumps({"type": "response.create", "model": "m", "input": "talk", "store": False})
+        await asyncio.get_running_loop().sock_sendall(sock, _masked_text_frame(create))
+        state = box.app[STATE]
+        while not state.connections:
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(next(iter(state.connections)).wait_closed(), 30)
+    finally:
+        sock.close()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from array import array
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from api_box.core.chain import (
     AgentCounters,
+    BlockDigest,
     ChainRef,
     HeaderCache,
     PendingTurn,
@@ -220,3 +225,16 @@ def test_header_rendering_and_cache() -> None:
     first = small.header("a", ())
     small.header("b", ())
     assert small.header("a", ()) is not first  # evicted, rendered again
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), max_size=300), st.lists(st.integers(0, 300), max_size=6))
+def test_block_digest_equals_the_wire_digest_on_any_split(tokens: list[int], cuts: list[int]) -> None:
+    digest = BlockDigest()
+    start = 0
+    for cut in sorted(c for c in cuts if c <= len(tokens)):
+        digest.extend(array("I", tokens[start:cut]))
+        start = cut
+    digest.extend(tokens[start:])
+    assert digest.digest() == digest_of(tokens)
+    assert len(digest) == len(tokens)
+    assert BlockDigest(tokens).digest() == digest_of(tokens)
