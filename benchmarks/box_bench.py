@@ -39,6 +39,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -344,7 +345,7 @@ FIELDS = ("up", "cpu", "hist", "cached", "wall")
 def report(results: dict[str, list[list[Turn]]]) -> dict[str, Any]:
     """Print the per-turn medians side by side and the checks; return them for --json."""
     modes = list(results)
-    table = {m: {k: medians(results[m], lambda t, k=k: float(getattr(t, k))) for k in FIELDS} for m in modes}
+    table = {m: {k: medians(results[m], attrgetter(k)) for k in FIELDS} for m in modes}
     n = min(len(table[m]["up"]) for m in modes)
     head = f"{'turn':>4} {'hist tok':>9} " + " ".join(f"{m + ' up B':>16} {m + ' cpu ms':>17}" for m in modes)
     print(head + f" {'ws/http up':>10}")
