@@ -304,3 +304,27 @@ class AgentRun:
     def history_items(self) -> Sequence[dict[str, Any]]:
         """The conversation so far, as a stateless client holds it."""
         return tuple(self._history)
+
+
+class SseParser:
+    """Splits an SSE byte stream into (event type, data bytes); `[DONE]` is dropped. Parsing the data
+    JSON is left to the caller, so that it can skip the deltas it does not need."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
+        """The events completed by `chunk`."""
+        self._buffer += chunk
+        events: list[tuple[str, bytes]] = []
+        while (end := self._buffer.find(b"\n\n")) >= 0:
+            block, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
+            kind, data = "", b""
+            for line in block.split(b"\n"):
+                if line.startswith(b"event: "):
+                    kind = line[7:].decode()
+                elif line.startswith(b"data: "):
+                    data = line[6:]
+            if data != b"[DONE]":
+                events.append((kind, data))
+        return events

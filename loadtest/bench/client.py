@@ -35,6 +35,7 @@ from loadtest.workload import (
     AgentRun,
     AgentShape,
     Mode,
+    SseParser,
     WorkloadError,
     check_mode,
     dumps,
@@ -192,8 +193,9 @@ class _HttpChannel:
             if resp.status != 200:
                 text = (await resp.read())[:300].decode(errors="replace")
                 raise TurnFailed(f"HTTP {resp.status}: {text}")
-            parser = _SseParser()
+            parser = SseParser()
             ttft: float | None = None
+            terminal: dict[str, Any] | None = None
             down = 0
             async for chunk in resp.content.iter_any():
                 down += len(chunk)
@@ -203,36 +205,13 @@ class _HttpChannel:
                     if kind == "error":
                         raise TurnFailed(f"error event: {data[:300].decode(errors='replace')}")
                     if kind in TERMINAL_EVENTS:
-                        parser.terminal = orjson.loads(data)["response"]
-            if parser.terminal is None:
+                        terminal = orjson.loads(data)["response"]
+            if terminal is None:
                 raise TurnFailed("the event stream ended without a terminal event")
-            return _Exchange(parser.terminal, ttft, len(payload), down)
+            return _Exchange(terminal, ttft, len(payload), down)
 
     async def close(self) -> None:
         return None
-
-
-class _SseParser:
-    """Splits an SSE byte stream into (event type, data bytes); the data JSON is parsed by the caller."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self.terminal: dict[str, Any] | None = None
-
-    def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
-        self._buffer += chunk
-        events: list[tuple[str, bytes]] = []
-        while (end := self._buffer.find(b"\n\n")) >= 0:
-            block, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
-            kind, data = "", b""
-            for line in block.split(b"\n"):
-                if line.startswith(b"event: "):
-                    kind = line[7:].decode()
-                elif line.startswith(b"data: "):
-                    data = line[6:]
-            if data != b"[DONE]":
-                events.append((kind, data))
-        return events
 
 
 class Agent:

@@ -1,0 +1,245 @@
+"""The Locust agent users: one agent run per task, in one of the three modes (loadtest/workload.py).
+
+Locust runs on gevent, so these users do blocking I/O that gevent makes cooperative: websocket-client for
+WebSocket mode, a requests.Session (keep-alive) for HTTP. Never asyncio here. Each turn fires one
+`events.request` (request_type WS or HTTP, name "<mode> turn", the turn time, the bytes received) and, when
+the model produced output, one more for the time to first token (request_type TTFT, name "<mode>"); never
+one per token. A failed turn is reported as a failed request and ends the run; the next task starts a new
+one. The knobs come from the parser arguments in loadtest/listeners.py (with TETHER_LOAD_* variables).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, ClassVar
+from urllib.parse import urlencode
+
+import gevent
+import orjson
+import requests
+import websocket
+from locust import User, constant, tag, task
+
+from loadtest.workload import (
+    FIRST_OUTPUT_EVENTS,
+    TERMINAL_EVENTS,
+    AgentRun,
+    AgentShape,
+    Mode,
+    SseParser,
+    WorkloadError,
+    dumps,
+)
+
+SESSION_HEADER = "X-Session-Id"
+
+
+class TurnError(Exception):
+    """A turn did not complete (error event or status, closed socket, failed response)."""
+
+
+class AgentUser(User):
+    """Shared run loop; subclasses open a channel per run and exchange one turn."""
+
+    abstract = True
+    wait_time = constant(0)
+    mode: ClassVar[Mode]
+    request_type: ClassVar[str]
+
+    def on_start(self) -> None:
+        opts = self.environment.parsed_options
+        self.shape = AgentShape(
+            tool_calls=opts.tool_calls,
+            output_bytes=opts.tool_output_bytes,
+            history_tokens=opts.history_tokens,
+            model=opts.model,
+        )
+        self.api_key: str = opts.api_key
+        self.session_key: str = opts.session_key
+        self.think_time: float = opts.think_time
+        self.timeout: float = opts.turn_timeout
+        host = (self.host or "http://127.0.0.1:8080").rstrip("/")
+        self.base_url = host if host.endswith("/v1") else host + "/v1"
+
+    def session_headers(self, session_id: str) -> dict[str, str]:
+        """The routing key as a header, when that is the session-key mode."""
+        return {SESSION_HEADER: session_id} if self.session_key == "header" else {}
+
+    def session_query(self, session_id: str) -> str:
+        """The routing key as a query string, when that is the session-key mode."""
+        return "?" + urlencode({"session_id": session_id}) if self.session_key == "query" else ""
+
+    def run_agent(self) -> None:
+        """One agent run: turns until the final answer, or until a turn fails."""
+        run = AgentRun(self.mode, self.shape, f"locust-{uuid.uuid4().hex[:16]}")
+        try:
+            self.open_run(run.run_id)
+            while not run.finished:
+                self._turn(run)
+                if self.think_time and not run.finished:
+                    gevent.sleep(self.think_time)
+        except TurnError:
+            pass  # already reported as a failed request
+        finally:
+            self.close_run()
+
+    def _turn(self, run: AgentRun) -> None:
+        body = run.next_body()
+        started = time.perf_counter()
+        name = f"{self.mode} turn"
+        try:
+            response, ttft, received = self.exchange(body, started)
+            run.record(response)
+        except (
+            TurnError,
+            WorkloadError,
+            OSError,
+            requests.RequestException,
+            websocket.WebSocketException,
+        ) as exc:
+            self._fire(name, started, 0, exc)
+            raise TurnError(str(exc)) from exc
+        self._fire(name, started, received, None)
+        if ttft is not None:
+            self.environment.events.request.fire(
+                request_type="TTFT",
+                name=self.mode,
+                response_time=ttft * 1000,
+                response_length=0,
+                exception=None,
+                context={},
+            )
+
+    def _fire(self, name: str, started: float, received: int, exc: BaseException | None) -> None:
+        self.environment.events.request.fire(
+            request_type=self.request_type,
+            name=name,
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=received,
+            exception=exc,
+            context={},
+        )
+
+    def open_run(self, session_id: str) -> None:
+        """Prepare the channel of one run."""
+
+    def close_run(self) -> None:
+        """Release the channel of one run."""
+
+    def exchange(self, body: dict[str, Any], started: float) -> tuple[dict[str, Any], float | None, int]:
+        """Send one turn; (terminal response, seconds to first output delta or None, bytes received)."""
+        raise NotImplementedError
+
+
+class WebSocketAgent(AgentUser):
+    """WebSocket mode, store:false, only the new items each turn, one connection per run."""
+
+    mode = "ws"
+    request_type = "WS"
+    ws: websocket.WebSocket | None = None
+
+    def open_run(self, session_id: str) -> None:
+        url = self.base_url.replace("http", "ws", 1) + "/responses" + self.session_query(session_id)
+        headers = [f"Authorization: Bearer {self.api_key}"]
+        headers += [f"{k}: {v}" for k, v in self.session_headers(session_id).items()]
+        self.ws = websocket.create_connection(
+            url, header=headers, timeout=self.timeout, enable_multithread=False
+        )
+
+    def close_run(self) -> None:
+        if self.ws is not None:
+            self.ws.close()
+            self.ws = None
+
+    def exchange(self, body: dict[str, Any], started: float) -> tuple[dict[str, Any], float | None, int]:
+        if self.ws is None:
+            raise TurnError("no open websocket")
+        self.ws.send(dumps(body).decode())
+        received, ttft = 0, None
+        while True:
+            opcode, data = self.ws.recv_data()
+            if opcode != websocket.ABNF.OPCODE_TEXT:
+                raise TurnError(f"websocket frame with opcode {opcode} before the turn completed")
+            received += len(data)
+            event = orjson.loads(data)
+            kind = event.get("type")
+            if ttft is None and kind in FIRST_OUTPUT_EVENTS:
+                ttft = time.perf_counter() - started
+            if kind == "error":
+                error = event.get("error") or {}
+                raise TurnError(f"error event {error.get('code')}: {error.get('message')}")
+            if kind in TERMINAL_EVENTS:
+                return event["response"], ttft, received
+
+    @tag("ws", "websocket")
+    @task
+    def agent_run(self) -> None:
+        """One agent run over WebSocket mode."""
+        self.run_agent()
+
+
+class _HttpAgent(AgentUser):
+    """POST /v1/responses with stream:true on a keep-alive session."""
+
+    abstract = True
+    request_type = "HTTP"
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.http = requests.Session()
+        self.session_id = ""
+
+    def on_stop(self) -> None:
+        self.http.close()
+
+    def open_run(self, session_id: str) -> None:
+        self.session_id = session_id
+
+    def exchange(self, body: dict[str, Any], started: float) -> tuple[dict[str, Any], float | None, int]:
+        headers = {"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"}
+        headers.update(self.session_headers(self.session_id))
+        url = self.base_url + "/responses" + self.session_query(self.session_id)
+        with self.http.post(
+            url, data=dumps(body), headers=headers, stream=True, timeout=self.timeout
+        ) as resp:
+            if resp.status_code != 200:
+                raise TurnError(f"HTTP {resp.status_code}: {resp.text[:200]}")
+            parser = SseParser()
+            received, ttft, terminal = 0, None, None
+            for chunk in resp.iter_content(chunk_size=None):
+                received += len(chunk)
+                for kind, data in parser.feed(chunk):
+                    if ttft is None and kind in FIRST_OUTPUT_EVENTS:
+                        ttft = time.perf_counter() - started
+                    if kind == "error":
+                        raise TurnError(f"error event: {data[:200].decode(errors='replace')}")
+                    if kind in TERMINAL_EVENTS:
+                        terminal = orjson.loads(data)["response"]
+        if terminal is None:
+            raise TurnError("the event stream ended without a terminal event")
+        return terminal, ttft, received
+
+
+class HttpFullContextAgent(_HttpAgent):
+    """HTTP, store:false, the whole history every turn (the stateless baseline)."""
+
+    mode = "http_full"
+
+    @tag("http", "full")
+    @task
+    def agent_run(self) -> None:
+        """One agent run resending the full context each turn."""
+        self.run_agent()
+
+
+class HttpChainedAgent(_HttpAgent):
+    """HTTP, store:true, previous_response_id and only the new items each turn."""
+
+    mode = "http_chained"
+
+    @tag("http", "chained")
+    @task
+    def agent_run(self) -> None:
+        """One agent run chained with previous_response_id."""
+        self.run_agent()
