@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
@@ -25,11 +24,12 @@ from prometheus_client import CollectorRegistry
 
 from api_box.config import Settings
 from api_box.io.app import build_admin_app, build_app
-from api_box.io.state import STATE
+from api_box.io.drain import drain
 from gpu_worker.client import WorkerPool
 from gpu_worker.wire import tokenizer
 
 _LOG = logging.getLogger("api_box")
+_CLEANUP_SECONDS = 3.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--connection-max-seconds", type=float, help="WebSocket connection lifetime (default 3600)"
     )
+    p.add_argument("--redis-url", help="cold store for handoff, redis://host:port/db (default: none)")
     p.add_argument("--log-format", choices=["text", "json"])
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ...")
     return p
@@ -94,7 +95,8 @@ async def _serve(settings: Settings) -> None:
         request_timeout=settings.worker_request_timeout,
     )
     app = build_app(settings, registry=registry, worker_pool=pool)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_grace_seconds)
+    # The drain waits for in-flight responses; cleanup's own wait only covers what the drain left over.
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=_CLEANUP_SECONDS)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
@@ -106,11 +108,8 @@ async def _serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    _LOG.info("shutting down")
-    state = app[STATE]
-    state.draining = True
-    state.metrics.draining.set(1)
-    state.metrics.drain_started_timestamp.set(time.time())
+    _LOG.info("draining")
+    await drain(app, runner)
     await runner.cleanup()
     if admin_runner is not None:
         await admin_runner.cleanup()

@@ -1,7 +1,9 @@
 """Composition root: `build_app(settings, *, registry, worker_pool, cold_store=None)`.
 
 The app owns the worker pool's lifetime (started on startup, closed on cleanup), the background tasks,
-and the open WebSockets (closed with 1012 on shutdown). Every response carries `X-Tether-Box: <box id>`.
+the cold store (Redis when `settings.redis_url` is set and no `cold_store` is given; started on startup,
+flushed and closed on cleanup), and the open WebSockets (closed with 1012 on shutdown; a SIGTERM drains
+first, api_box/io/drain.py). Every response carries `X-Tether-Box: <box id>`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from api_box.core.errors import BoxError
 from api_box.core.store import SessionStore
 from api_box.io import http
 from api_box.io.cold_store import ColdStore, NullColdStore
+from api_box.io.drain import INFLIGHT, InFlight, inflight_middleware
 from api_box.io.errors import as_box_error, http_error_response
-from api_box.io.metrics import build_metrics, register_worker_calls
+from api_box.io.metrics import BoxMetrics, build_metrics, register_worker_calls
+from api_box.io.redis_store import RedisColdStore
 from api_box.io.state import STATE, TENANT, BoxState
 from api_box.io.tasks import TaskSet
 from api_box.io.turns import TurnRunner
@@ -57,7 +61,7 @@ def build_app(
         settings=settings,
         pool=worker_pool,
         store=SessionStore(settings.session_store_bytes),
-        cold=cold_store if cold_store is not None else NullColdStore(),
+        cold=cold_store if cold_store is not None else _cold_store(settings, metrics),
         metrics=metrics,
     )
     state = BoxState(
@@ -68,15 +72,33 @@ def build_app(
         tasks=TaskSet(),
     )
     app = web.Application(
-        middlewares=[_errors_middleware, _auth_middleware], client_max_size=settings.max_body_bytes
+        middlewares=[inflight_middleware, _errors_middleware, _auth_middleware],
+        client_max_size=settings.max_body_bytes,
     )
     app[STATE] = state
+    app[INFLIGHT] = InFlight()
     _routes(app)
     app.on_response_prepare.append(_box_header)
     app.on_startup.append(_startup)
     app.on_shutdown.append(_shutdown)
     app.on_cleanup.append(_cleanup)
     return app
+
+
+def _cold_store(settings: Settings, metrics: BoxMetrics) -> ColdStore:
+    if not settings.redis_url:
+        return NullColdStore()
+    return RedisColdStore.from_url(
+        settings.redis_url,
+        metrics=metrics,
+        prefix=settings.redis_prefix,
+        ttl_seconds=settings.redis_ttl_seconds,
+        op_timeout=settings.redis_timeout_seconds,
+        max_queue=settings.write_behind_queue,
+        max_bytes=settings.write_behind_bytes,
+        batch=settings.write_behind_batch,
+        flush_timeout=settings.write_behind_flush_seconds,
+    )
 
 
 def _routes(app: web.Application) -> None:
@@ -138,6 +160,9 @@ async def _box_header(request: web.Request, response: web.StreamResponse) -> Non
 async def _startup(app: web.Application) -> None:
     state = app[STATE]
     await state.runner.pool.start()
+    cold = state.runner.cold
+    if isinstance(cold, RedisColdStore) and not await cold.start():
+        _LOG.warning("Redis does not answer: serving without cold restores until it does")
     state.ready = True
 
 

@@ -9,6 +9,9 @@ The box calls, and only calls:
   `snapshot_from_turns`) or None (→ previous_response_not_found / 404). It must be bounded in time;
   exceptions are treated as a miss.
 - `delete(tenant, response_id)` on DELETE /v1/responses/{id}.
+- `needs_whole(cache_key)` before building a turn record: True makes the record whole (the store lost
+  or never had the chain's earlier records, so a delta over them could not be restored).
+- `flush()` during a drain: wait (within its own budget) until everything appended so far is written.
 - `close()` at shutdown: flush what it can within its own budget.
 `enabled` False lets the box skip building turn records at all (NullColdStore).
 """
@@ -41,6 +44,14 @@ class ColdStore(Protocol):
         """Forget a response."""
         ...
 
+    def needs_whole(self, cache_key: str) -> bool:
+        """Whether the next turn record of this chain must be whole."""
+        ...
+
+    async def flush(self) -> bool:
+        """Wait until every appended turn is written; False when the store's flush budget ran out."""
+        ...
+
     async def close(self) -> None:
         """Flush and release resources."""
         ...
@@ -63,6 +74,14 @@ class NullColdStore:
 
     async def delete(self, tenant: str, response_id: str) -> None:
         """Nothing to forget."""
+
+    def needs_whole(self, cache_key: str) -> bool:
+        """Nothing is written at all."""
+        return False
+
+    async def flush(self) -> bool:
+        """Nothing to flush."""
+        return True
 
     async def close(self) -> None:
         """Nothing to flush."""

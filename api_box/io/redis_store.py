@@ -267,7 +267,7 @@ class RedisColdStore:
             return "shutdown"
         if size > self._max_bytes:
             return "too_large"
-        if len(self._queue) >= self._max_queue or self._queued_bytes + size > self._max_bytes:
+        if self.pending >= self._max_queue or self._queued_bytes + size > self._max_bytes:
             return "queue_full" if self._up else "redis_down"
         return None
 

@@ -376,9 +376,11 @@ class TurnRunner:
     ) -> None:
         if not self.cold.enabled:
             return
+        # A whole record when the chain is new, or when the cold store lacks its earlier records.
+        whole = pending.fresh or self.cold.needs_whole(pending.chain.cache_key)
         turn = turn_record(
             record,
-            base=None if pending.fresh else base,
+            base=None if whole else base,
             previous_response_id=create.previous_response_id,
             start=pending.start,
             created_at=self.wall(),

@@ -12,6 +12,10 @@ is not UTF-8 closes with 1007 (RFC 6455 §8.1); a binary frame, malformed or too
 type or an invalid create is answered with an error event, in its place in the FIFO, and the socket stays
 open. The connection-age limit closes with 1000 after websocket_connection_limit_reached; a server
 shutdown closes with 1012 (the SDK reconnects on it).
+
+Drain (api_box/io/drain.py): `drain()` closes with 1012 once no response is running or queued and the
+cold store has written this connection's turns; a frame that arrives after that decision is not run
+(no response.created was sent for it; the client resends it after reconnecting).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from api_box.core.session import (
     Arrival,
     Close,
     ConnectionSession,
+    ConnState,
     Effect,
     ReleaseChain,
     SendError,
@@ -95,6 +100,8 @@ class WsConnection:
         self._close_queued = False
         self._queued_reported = 0
         self._done = asyncio.Event()
+        self._draining = False
+        self._drain_close: asyncio.Task[None] | None = None  # set once the drain decided to close
 
     async def serve(self) -> None:
         """Read frames until the socket closes, then release everything the connection holds."""
@@ -122,11 +129,28 @@ class WsConnection:
         """Ask the connection to close after the frames already queued (server shutdown or drain)."""
         self._request_close(code, reason)
 
+    def drain(self) -> None:
+        """The box is draining: close with 1012 as soon as this connection is idle and flushed."""
+        self._draining = True
+        self._drain_when_idle()
+
+    def _drain_when_idle(self) -> None:
+        idle = self.session.state is ConnState.IDLE and not self.session.queued
+        if self._draining and idle and self._drain_close is None and not self._closing:
+            self._drain_close = asyncio.create_task(self._flush_then_close())
+
+    async def _flush_then_close(self) -> None:
+        # The client reconnects at once, possibly to another box that restores from the cold store.
+        await self.runner.cold.flush()
+        self._request_close(CLOSE_SERVICE_RESTART, "server draining")
+
     # -- reading -----------------------------------------------------------------------------------
 
     def _on_text(self, data: bytes | str) -> None:
         raw = data.encode() if isinstance(data, str) else data
         self._bytes_in.inc(len(raw))
+        if self._drain_close is not None:
+            return  # closing for a drain: not run, the client resends it after reconnecting
         try:
             incoming: object = parse_create(raw, self.settings.limits, websocket=True)
         except InvalidJson as exc:
@@ -140,6 +164,8 @@ class WsConnection:
 
     def _on_binary(self, data: bytes) -> None:
         self._bytes_in.inc(len(data))
+        if self._drain_close is not None:
+            return
         error = BinaryFrame("Binary frames are not supported; send each event as a JSON text frame.")
         self._receive(Arrival(error, self._loop.time(), len(data)))
 
@@ -184,6 +210,7 @@ class WsConnection:
         except Exception:  # a bug here must not leave the connection silently stuck
             _LOG.exception("websocket turn bookkeeping failed; closing the connection")
             self._request_close(1011, "internal error")
+        self._drain_when_idle()
 
     async def _emit(self, event: Event) -> None:
         self._send_event(event)
@@ -270,6 +297,10 @@ class WsConnection:
         for timer in (self._timer, self._watchdog):
             if timer is not None:
                 timer.cancel()
+        if self._drain_close is not None and not self._drain_close.done():
+            self._drain_close.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drain_close
         turn = self._turn
         if turn is not None and not turn.done():
             turn.cancel()
