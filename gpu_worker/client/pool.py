@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -115,13 +117,13 @@ class WorkerPool:
         return self._candidates(cache_key)[0]
 
     def _candidates(self, key: str) -> list[str]:
-        now = asyncio.get_running_loop().time() if self._down_until else 0.0
+        now = time.monotonic()
         ranked = rank(key, self._targets)
         up = [t for t in ranked if self._down_until.get(t, 0.0) <= now]
         return up + [t for t in ranked if t not in up]
 
     def _mark_down(self, target: str) -> None:
-        self._down_until[target] = asyncio.get_running_loop().time() + self._down_cooldown
+        self._down_until[target] = time.monotonic() + self._down_cooldown
         _LOG.warning("worker %s unreachable; marked down for %.1fs", target, self._down_cooldown)
 
     def _record(self, result: CallResult) -> None:
@@ -147,9 +149,10 @@ class WorkerPool:
             while True:
                 target = candidates[index]
                 try:
-                    async for event in self._attempt(target, req, full=full, deadline=deadline):
-                        yielded = True
-                        yield event
+                    async with aclosing(self._attempt(target, req, full=full, deadline=deadline)) as events:
+                        async for event in events:
+                            yielded = True
+                            yield event
                 except _Precondition as exc:
                     if full or yielded:
                         raise WorkerError(str(exc), code="FAILED_PRECONDITION", target=target) from None
@@ -173,7 +176,7 @@ class WorkerPool:
 
     async def _attempt(
         self, target: str, req: GenerationRequest, *, full: bool, deadline: float
-    ) -> AsyncIterator[WorkerEvent]:
+    ) -> AsyncGenerator[WorkerEvent, None]:
         await self._wait_connected(target, deadline)
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:

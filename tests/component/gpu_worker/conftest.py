@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from worker_fakes import PoolFactory, WorkerFactory
 
 from gpu_worker.client import WorkerPool
 from gpu_worker.config import WorkerSettings
 from gpu_worker.engines.base import Engine
 from gpu_worker.engines.sim import SimEngine
 from gpu_worker.server.app import WorkerServer
-
-WorkerFactory = Callable[..., Awaitable[WorkerServer]]
-PoolFactory = Callable[..., Awaitable[WorkerPool]]
 
 
 @pytest.fixture

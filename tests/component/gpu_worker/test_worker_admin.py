@@ -8,9 +8,8 @@ from pathlib import Path
 
 import aiohttp
 import grpc
-from conftest import PoolFactory, WorkerFactory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from worker_fakes import first_chain, request, run_turn
+from worker_fakes import PoolFactory, WorkerFactory, first_chain, request, run_turn
 
 from gpu_worker.__main__ import _serve
 from gpu_worker.config import WorkerSettings

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import PoolFactory, WorkerFactory
-from worker_fakes import first_chain, raw_generate, request, run_turn, trailing
+from worker_fakes import PoolFactory, WorkerFactory, first_chain, raw_generate, request, run_turn, trailing
 
 from gpu_worker.client import WorkerPool
 from gpu_worker.server.app import WorkerServer

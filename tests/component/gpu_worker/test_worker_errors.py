@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import PoolFactory, WorkerFactory
-from worker_fakes import GREP, FaultyEngine, first_chain, request, run_turn
+from worker_fakes import GREP, FaultyEngine, PoolFactory, WorkerFactory, first_chain, request, run_turn
 
 from gpu_worker.client import ToolSpec, WorkerError, WorkerPool, WorkerRejected
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import PoolFactory, WorkerFactory
-from worker_fakes import first_chain, request, run_turn
+from worker_fakes import PoolFactory, WorkerFactory, first_chain, request, run_turn
 
 from gpu_worker.wire import chat
 

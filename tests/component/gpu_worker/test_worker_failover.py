@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import PoolFactory, WorkerFactory
-from worker_fakes import first_chain, request, run_turn
+from worker_fakes import PoolFactory, WorkerFactory, first_chain, request, run_turn
 
 from gpu_worker.client import Prefill, TextDelta, WorkerUnavailable
 from gpu_worker.client.rendezvous import rank

@@ -6,9 +6,8 @@ import asyncio
 
 import grpc
 import pytest
-from conftest import PoolFactory, WorkerFactory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from worker_fakes import GatedEngine, first_chain, request, run_turn
+from worker_fakes import GatedEngine, PoolFactory, WorkerFactory, first_chain, request, run_turn
 
 from gpu_worker.client import Prefill, TextDelta, WorkerUnavailable
 from gpu_worker.server.app import SERVICE_NAME

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import PoolFactory, WorkerFactory
-from worker_fakes import GatedEngine, first_chain, request, run_turn
+from worker_fakes import GatedEngine, PoolFactory, WorkerFactory, first_chain, request, run_turn
 
 from gpu_worker.client import CallDelta, CallStart, Done, Prefill, TextDelta, WorkerPool, WorkerTimeout
 from gpu_worker.client.types import AgentState
@@ -88,6 +87,13 @@ async def test_cancelling_frees_the_sim_batch_slot(
     assert getattr(sim, "running", None) == 1
     await stream.aclose()
     await asyncio.wait_for(worker.service.wait_idle(), 5)
+    print(
+        "DBG",
+        {
+            c: worker.registry.get_sample_value("tether_worker_generate_total", {"code": c})
+            for c in ("OK", "CANCELLED", "DEADLINE_EXCEEDED", "INTERNAL")
+        },
+    )
     assert (getattr(sim, "running", None), getattr(sim, "waiting", None)) == (0, 0)
     assert "session-1" not in worker.cache  # it never finished: nothing was committed
 
@@ -95,18 +101,24 @@ async def test_cancelling_frees_the_sim_batch_slot(
 async def test_a_deadline_ends_the_call_with_a_timeout_and_the_worker_cleans_up(
     make_worker: WorkerFactory, make_pool: PoolFactory
 ) -> None:
-    worker = await make_worker(speed=1.0)
+    engine = GatedEngine()  # streams its first token, then waits forever: the deadline hits mid-stream
+    worker = await make_worker(engine=engine)
     pool = await make_pool([worker.address])
-    req = request(
-        first_chain(), agent=AgentState(3, 1), metadata={"tether.answer_tokens": "2000"}, timeout=0.3
-    )
+    events: list[object] = []
+
+    async def collect() -> None:
+        async for event in pool.generate(request(first_chain(), timeout=1.0)):
+            events.append(event)
+
     with pytest.raises(WorkerTimeout) as exc:
-        await run_turn(pool, req)
+        await collect()
     assert exc.value.code == "DEADLINE_EXCEEDED"
+    assert [type(e) for e in events] == [Prefill, TextDelta]
+    await asyncio.wait_for(engine.cancelled.wait(), 5)  # the worker stopped generating
     await asyncio.wait_for(worker.service.wait_idle(), 5)
-    assert (
-        worker.registry.get_sample_value("tether_worker_generate_total", {"code": "DEADLINE_EXCEEDED"}) == 1.0
-    )
+    generate_total = worker.registry.get_sample_value
+    assert generate_total("tether_worker_generate_total", {"code": "DEADLINE_EXCEEDED"}) == 1.0
+    assert "session-1" not in worker.cache  # nothing half-committed
     assert pool.call_counts == {"error": 1}
 
 
@@ -124,4 +136,5 @@ async def test_latency_follows_the_timing_model(make_worker: WorkerFactory, make
         + timing.step_seconds(0, turn.prefill.computed_tokens)
         + (turn.done.output_tokens - 1) * timing.decode_step_seconds(1)
     )
-    assert expected * 0.9 <= elapsed <= expected * 1.5 + 0.05
+    assert elapsed >= expected * 0.95  # the delays really happen (sleeps never end early)
+    assert elapsed <= expected * 10  # and are not wildly off (loose: CI machines are shared)

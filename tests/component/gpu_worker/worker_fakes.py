@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -12,10 +12,14 @@ import grpc
 from gpu_worker.client import Done, GenerationRequest, Prefill, TextDelta, ToolSpec, WorkerEvent, WorkerPool
 from gpu_worker.core.errors import PreconditionFailed, QueueFull
 from gpu_worker.engines.base import EngineEvent, Finished, GenerationJob, Prefilled, TextChunk
+from gpu_worker.server.app import WorkerServer
 from gpu_worker.wire import chat
 from gpu_worker.wire._pb import worker_pb2 as pb
 from gpu_worker.wire._pb import worker_pb2_grpc as pb_grpc
 from gpu_worker.wire.tokenizer import Special, decode, encode
+
+WorkerFactory = Callable[..., Awaitable[WorkerServer]]  # the make_worker fixture (conftest.py)
+PoolFactory = Callable[..., Awaitable[WorkerPool]]  # the make_pool fixture
 
 GREP_SCHEMA = {"type": "object", "properties": {"pattern": {"type": "string"}, "path": {"type": "string"}}}
 GREP = ToolSpec("grep", "Search files.", json.dumps(GREP_SCHEMA))
