@@ -201,10 +201,15 @@ class WorkerPool:
         channel = self._channels[target]
         if channel.get_state(try_to_connect=True) == grpc.ChannelConnectivity.READY:
             return
-        timeout = min(self._connect_timeout, deadline - asyncio.get_running_loop().time())
+        remaining = deadline - asyncio.get_running_loop().time()
+        timeout = min(self._connect_timeout, remaining)
         try:
             await asyncio.wait_for(channel.channel_ready(), max(timeout, 0.0))
         except TimeoutError:
+            if remaining <= self._connect_timeout:  # the call's own deadline ran out, not the worker
+                raise WorkerTimeout(
+                    "deadline passed while connecting", code="DEADLINE_EXCEEDED", target=target
+                ) from None
             raise _Unreachable(f"not connected within {timeout:.1f}s") from None
 
     async def drop(self, cache_key: str) -> bool:

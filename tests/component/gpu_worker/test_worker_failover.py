@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from worker_fakes import PoolFactory, WorkerFactory, first_chain, request, run_turn
 
-from gpu_worker.client import Prefill, TextDelta, WorkerUnavailable
+from gpu_worker.client import Prefill, TextDelta, WorkerTimeout, WorkerUnavailable
 from gpu_worker.client.rendezvous import rank
 from gpu_worker.client.types import AgentState
 from gpu_worker.wire import chat
@@ -60,3 +60,17 @@ async def test_no_reachable_worker_is_unavailable(make_pool: PoolFactory, make_w
     pool = await make_pool([address], connect_timeout=0.5)
     with pytest.raises(WorkerUnavailable, match="no worker reachable"):
         await run_turn(pool, request(first_chain()))
+
+
+async def test_a_deadline_that_runs_out_while_connecting_is_a_timeout(
+    make_pool: PoolFactory, make_worker: WorkerFactory
+) -> None:
+    dead, alive = await make_worker(), await make_worker()
+    targets = [dead.address, alive.address]
+    key = next(k for k in (f"chain-{i}" for i in range(100)) if rank(k, targets)[0] == dead.address)
+    await dead.stop(drain_seconds=0)
+    pool = await make_pool(targets, connect_timeout=5.0)
+    with pytest.raises(WorkerTimeout):
+        await run_turn(pool, request(first_chain(), key=key, timeout=0.3))
+    assert pool.owner(key) == dead.address  # not blamed for the call's own short deadline
+    assert pool.call_counts == {"error": 1}
