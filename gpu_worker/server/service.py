@@ -39,6 +39,7 @@ from gpu_worker.wire.chain import ChainDigest
 __all__ = ["WorkerService", "closing_iterator"]
 
 _LOG = logging.getLogger("gpu_worker.service")
+_HASH_IN_THREAD_TOKENS = 8192  # full chains longer than this are hashed off the event loop (~1.5 ms)
 _T = TypeVar("_T")
 
 
@@ -118,7 +119,11 @@ class WorkerService:
             raise Draining("the worker is draining; send this request to another worker")
         req = validate(request, self.limits)
         self.agent.from_metadata(req.metadata)  # bad agent metadata fails here, before any work
-        plan = self._plan(req)
+        digest = None
+        if not req.base_len and len(req.tokens) > _HASH_IN_THREAD_TOKENS:
+            # Hashing a long full chain takes milliseconds of pure Python: keep the event loop free.
+            digest = await asyncio.to_thread(ChainDigest, req.tokens)
+        plan = self._plan(req, digest)
         self._active += 1
         self._idle.clear()
         try:
@@ -133,7 +138,7 @@ class WorkerService:
     def _now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
-    def _plan(self, req: WorkRequest) -> _Plan:
+    def _plan(self, req: WorkRequest, full_digest: ChainDigest | None = None) -> _Plan:
         if req.base_len:
             try:
                 entry = self.cache.holding(req.cache_key, req.base_len, req.base_digest)
@@ -147,7 +152,7 @@ class WorkerService:
             reuse = Reuse(entry.key, req.base_len)
         else:
             prompt = array("I", req.tokens)
-            digest = ChainDigest(prompt)
+            digest = full_digest if full_digest is not None else ChainDigest(prompt)
             reuse = self.cache.best_prefix(req.cache_key or None, prompt, digest.block_hashes)
             if not req.cache_key:
                 self.metrics.prefix_lookups.labels(result="hit" if reuse.length else "miss").inc()

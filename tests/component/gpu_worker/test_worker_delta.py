@@ -140,3 +140,11 @@ async def test_an_engine_that_lost_the_prefix_recomputes_it(
     assert engine.jobs[-1].reuse_from is None
     assert "session-1" in engine.dropped
     assert pool.call_counts == {"ok": 2}
+
+
+async def test_long_full_chains_are_hashed_off_the_loop_with_the_same_digest(pool: WorkerPool) -> None:
+    chain = [*first_chain(), *range(1000, 11_000)]  # beyond the size hashed on the event loop
+    done = (await run_turn(pool, request(chain, max_output_tokens=8))).done
+    assert done.chain_digest == digest_of([*chain, *done.output_token_ids])
+    follow = [*chain, *done.output_token_ids, *tool_output(1)]
+    assert (await run_turn(pool, request(follow, done=done))).prefill.cached_tokens == done.chain_len
