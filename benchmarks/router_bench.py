@@ -361,7 +361,7 @@ def start_echo(core: int | None) -> tuple[subprocess.Popen[bytes], list[int]]:
 
 def start_router(core: int | None, box_ports: Sequence[int]) -> Relay:
     boxes = ",".join(f"box-{i}=127.0.0.1:{port}" for i, port in enumerate(box_ports))
-    argv = [sys.executable, "-m", "router", "--port", "0", "--admin-port", "-1", "--boxes", boxes,
+    argv = [sys.executable, *os.environ.get("ROUTER_BENCH_ENTRY", "-m router").split(), "--port", "0", "--admin-port", "-1", "--boxes", boxes,
             "--log-level", "WARNING"]  # fmt: skip
     process = subprocess.Popen(pinned(core, argv), stdout=subprocess.PIPE, cwd=ROOT)
     assert process.stdout is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -86,6 +87,11 @@ def configure_logging(settings: Settings) -> None:
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then drain and stop."""
     running = await start_router(settings)
+    # Everything allocated so far (modules, settings, the first ring) lives as long as the process: move it
+    # out of the collector's reach, so that a full collection walks only live connections (a full pass over
+    # the ~40k startup objects costs tens of ms: a p99 latency spike for every relayed message in flight).
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

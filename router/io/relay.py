@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientConnection", "UpstreamConnection"]
 
+LINGER_SECONDS = 2.0  # how long a rejected connection is drained before it is closed
+LINGER_BYTES = 1 << 20  # ... or until this much was dropped
+
 
 class State(enum.Enum):
     """Where a client connection is in its life."""
@@ -32,6 +35,7 @@ class State(enum.Enum):
     HEAD = "head"  # reading the request head
     CONNECTING = "connecting"  # head parsed, reading paused, connecting to a box
     RELAY = "relay"  # splicing bytes
+    LINGER = "linger"  # an error response was sent; reading and dropping until the client closes
     CLOSED = "closed"
 
 
@@ -92,6 +96,10 @@ class ClientConnection(asyncio.Protocol):
             self._head_data(data)
         elif self.state is State.CONNECTING:
             self._buffer += data  # at most one chunk: reading is paused while connecting
+        elif self.state is State.LINGER:
+            self._searched += len(data)
+            if self._searched > LINGER_BYTES and self.transport is not None:
+                self.transport.close()
 
     def eof_received(self) -> bool:
         if self.state is not State.RELAY or self.upstream is None:
@@ -167,15 +175,31 @@ class ClientConnection(asyncio.Protocol):
         upstream.write(first)
 
     def reject(self, exc: BaseException) -> None:
-        """Answer with an error response and close; counted under the error's reason."""
-        if self.state is State.CLOSED or self.transport is None:
+        """Answer with an error response, counted under the error's reason, then close lingering: the
+        response is followed by a FIN and whatever the client still sends is read and dropped for a moment.
+        Closing at once with unread bytes would make the kernel answer with a reset, which can destroy the
+        response before the client reads it (a slowloris or an oversized head is still sending)."""
+        transport = self.transport
+        if self.state in (State.CLOSED, State.LINGER) or transport is None:
             return
         response, reason = error_response(exc)
         self._router.rejected(self, reason, exc)
-        self.state = State.CLOSED
+        self.state = State.LINGER
         self._cancel_timer()
-        self.transport.write(response)
-        self.transport.close()
+        self._buffer = bytearray()
+        self._searched = 0  # now counts the bytes dropped while lingering
+        transport.write(response)
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        transport.resume_reading()
+        self._timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, self._linger_over)
+
+    def _linger_over(self) -> None:
+        self._timer = None
+        if self.transport is not None:
+            self.transport.close()
 
     def upstream_eof(self) -> None:
         """The box ended its side (a half-close is passed on to the client)."""
@@ -209,6 +233,9 @@ class ClientConnection(asyncio.Protocol):
         if self.upstream is not None:
             self.upstream.close()
         self._router.closed(self, was_relaying)
+        # Break the protocol <-> transport cycles now, so a closed connection is freed by reference counting
+        # instead of waiting for (and lengthening) a garbage-collector pass.
+        self.transport = self.upstream = None
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -234,6 +261,7 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._client_transport is not None:
             self._client_transport.close()
+        self._client_transport = None
 
     def pause_writing(self) -> None:  # the box reads slower than the client writes
         if self._client_transport is not None:

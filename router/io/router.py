@@ -198,7 +198,11 @@ class Router:
         if was_relaying and conn.mode is not None and conn.member is not None:
             self.metrics.bytes.add(conn)
             self.metrics.connections.labels(conn.mode.value).dec()
-            self.loads[conn.member] = self.loads.get(conn.member, 1) - 1
+            left = self.loads.get(conn.member, 1) - 1
+            if left or conn.member in self.members:
+                self.loads[conn.member] = left
+            else:  # the member left the ring: do not keep a counter per departed member forever
+                self.loads.pop(conn.member, None)
         if not self.connections:
             self._all_closed.set()
 
