@@ -137,6 +137,7 @@ class SimEngine:
         seq_id = next(self._ids)
         loop = asyncio.get_running_loop()
         self._scheduler.submit(seq_id, job.computed_len, len(output.ids), loop.time())
+        # Unbounded but finite: one signal per output token, and outputs are capped by max_output_tokens.
         inbox: asyncio.Queue[_Signal] = asyncio.Queue()
         self._inboxes[seq_id] = inbox
         self._wakeup.set()
