@@ -33,7 +33,7 @@ async def test_metrics_endpoint_exports_every_catalog_name(
         assert response.status == 200
         body = await response.text()
     names = catalog_names()
-    assert len(names) == 14
+    assert len(names) >= 14  # the catalog parsed (it lists 14 today)
     for name in names:
         assert re.search(rf"^{name}(_total|_bucket|_count)?[{{ ]", body, flags=re.MULTILINE), name
     assert 'tether_build_info{component="gpu_worker",version=' in body
