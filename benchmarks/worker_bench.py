@@ -186,13 +186,13 @@ class TurnStats:
 
 
 def run_header() -> list[int]:
-    """The first turn's chain: instructions (the agent prompt plus project docs, as coding agents include
-    their AGENTS.md/README), tool definitions, the user message."""
+    """The first turn's chain: instructions (the agent prompt plus a project guide, as coding agents
+    include their AGENTS.md), tool definitions, the user message."""
     tools = [
         {"name": t.name, "description": t.description, "parameters": json.loads(t.parameters_json)}
         for t in TOOLS
     ]
-    instructions = "\n\n".join([CORPUS.INSTRUCTIONS, *(CORPUS.read(p) for p in CORPUS.PROSE_FILES)])
+    instructions = f"{CORPUS.INSTRUCTIONS}\n\n{CORPUS.PROJECT_GUIDE}"
     user = chat.render_message("user", CORPUS.USER_MESSAGES[0])
     return chat.render_instructions(instructions) + chat.render_tools(tools) + user
 
