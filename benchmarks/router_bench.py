@@ -17,6 +17,8 @@ by a message count and a deadline.
    echoed messages/s, payload MB/s per direction, the relay's CPU use (from /proc) and messages per relay
    CPU-second — the relay's capacity on its one core even when the load side, not the relay, saturates.
 3. Ring lookup: HashRing.lookup at 16 and 128 members (mean over a batch, and p99 of single timed calls).
+4. With --balance: the default ring's max/mean load and keys moved on a ±1 change for N = 8…128, exact and
+   with 100k keys.
 """
 
 from __future__ import annotations
@@ -361,7 +363,7 @@ def start_echo(core: int | None) -> tuple[subprocess.Popen[bytes], list[int]]:
 
 def start_router(core: int | None, box_ports: Sequence[int]) -> Relay:
     boxes = ",".join(f"box-{i}=127.0.0.1:{port}" for i, port in enumerate(box_ports))
-    argv = [sys.executable, *os.environ.get("ROUTER_BENCH_ENTRY", "-m router").split(), "--port", "0", "--admin-port", "-1", "--boxes", boxes,
+    argv = [sys.executable, "-m", "router", "--port", "0", "--admin-port", "-1", "--boxes", boxes,
             "--log-level", "WARNING"]  # fmt: skip
     process = subprocess.Popen(pinned(core, argv), stdout=subprocess.PIPE, cwd=ROOT)
     assert process.stdout is not None
@@ -430,17 +432,48 @@ def ring_lookup_figures() -> dict[str, dict[str, float]]:
     for members in (16, 128):
         ring = HashRing([f"box-{i}" for i in range(members)])
         lookup = ring.lookup
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for key in keys:
             lookup(key)
         mean = (time.perf_counter() - started) / len(keys)
+        cpu_mean = (time.process_time() - cpu_started) / len(keys)  # not inflated by other processes
         single = []
         clock = time.perf_counter_ns
         for key in keys[:20_000]:
             t0 = clock()
             lookup(key)
             single.append(clock() - t0)
-        figures[f"members_{members}"] = {"mean_us": mean * 1e6, "p99_us": percentile(single, 0.99) / 1000}
+        figures[f"members_{members}"] = {
+            "mean_us": mean * 1e6,
+            "cpu_mean_us": cpu_mean * 1e6,
+            "p99_us": percentile(single, 0.99) / 1000,
+        }
+    return figures
+
+
+def ring_balance_figures() -> dict[str, dict[str, float]]:
+    """Balance and movement of the default ring for N = 8…128: exact (shares of the hash space) and sampled
+    (100k keys `session-<i>`); a ±1 change removes the last member / adds `box-N`."""
+    keys = [f"session-{i}" for i in range(100_000)]
+    figures = {}
+    for n in (8, 16, 32, 64, 128):
+        members = [f"box-{i}" for i in range(n)]
+        ring, smaller, larger = HashRing(members), HashRing(members[:-1]), HashRing([*members, f"box-{n}"])
+        owners = [ring.lookup(k) for k in keys]
+        counts: dict[str, int] = {}
+        for owner in owners:
+            counts[owner] = counts.get(owner, 0) + 1
+        moved_out = sum(a != smaller.lookup(k) for a, k in zip(owners, keys, strict=True)) / len(keys)
+        moved_in = sum(a != larger.lookup(k) for a, k in zip(owners, keys, strict=True)) / len(keys)
+        shares = ring.shares()
+        figures[str(n)] = {
+            "exact_max_over_mean": max(shares.values()) * n,
+            "exact_moved_minus1_x_ideal": shares[members[-1]] * n,
+            "exact_moved_plus1_x_ideal": larger.shares()[f"box-{n}"] * (n + 1),
+            "sampled_max_over_mean": max(counts.values()) / (len(keys) / n),
+            "sampled_moved_minus1_x_ideal": moved_out * n,
+            "sampled_moved_plus1_x_ideal": moved_in * (n + 1),
+        }
     return figures
 
 
@@ -509,6 +542,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved slices per latency measurement")
     parser.add_argument("--throughput-seconds", type=float, default=5.0)
     parser.add_argument("--no-nginx", action="store_true")
+    parser.add_argument("--balance", action="store_true", help="also measure ring balance and movement")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     try:
@@ -538,8 +572,9 @@ def main() -> None:
 
         targets: dict[str, Target] = {"direct": direct, **{r.name: r.target() for r in relays}}
         pids = {"direct": [], **{r.name: r.pids for r in relays}}
+        load_before = os.getloadavg()[0]
         print(f"cpus: {os.cpu_count()}  relay core: {relay_core}  load core: {load_core}  "
-              f"python {sys.version.split()[0]}", flush=True)  # fmt: skip
+              f"python {sys.version.split()[0]}  load average {load_before:.2f}", flush=True)  # fmt: skip
         results = (uvloop.run if uvloop else asyncio.run)(run_load(args, targets, pids))
     finally:
         for relay in relays:
@@ -547,9 +582,27 @@ def main() -> None:
         if echo.stdin is not None:
             echo.stdin.close()
         echo.wait(10)
+    results["load_average"] = {"start": load_before, "end": os.getloadavg()[0]}
+    print(f"load average (1 min) at start {load_before:.2f}, at end {os.getloadavg()[0]:.2f}")
     results["ring_lookup"] = ring_lookup_figures()
     for members, f in results["ring_lookup"].items():
-        print(f"ring lookup {members}: mean {f['mean_us']:.2f} µs, p99 {f['p99_us']:.2f} µs (single calls)")
+        print(
+            f"ring lookup {members}: mean {f['mean_us']:.2f} µs (CPU {f['cpu_mean_us']:.2f} µs), "
+            f"p99 {f['p99_us']:.2f} µs (single calls)"
+        )
+    if args.balance:
+        results["ring_balance"] = ring_balance_figures()
+        print("\nring balance (default layout, 8192 points per member); exact | 100k keys:")
+        for n, f in results["ring_balance"].items():
+            pairs = [
+                (f["exact_max_over_mean"], f["sampled_max_over_mean"]),
+                (f["exact_moved_minus1_x_ideal"], f["sampled_moved_minus1_x_ideal"]),
+                (f["exact_moved_plus1_x_ideal"], f["sampled_moved_plus1_x_ideal"]),
+            ]
+            cells = [f"{exact:.3f} | {sampled:.3f}" for exact, sampled in pairs]
+            print(
+                f"  N={n:<4} max/mean {cells[0]}   moved −1 {cells[1]} × ideal   moved +1 {cells[2]} × ideal"
+            )
     summarize(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
