@@ -185,14 +185,14 @@ class TurnStats:
     ttft: float  # request sent -> first output event
 
 
-def run_header() -> list[int]:
-    """The first turn's chain: instructions (the agent prompt plus a project guide, as coding agents
-    include their AGENTS.md), tool definitions, the user message."""
+def run_header(guides: int = 1) -> list[int]:
+    """The first turn's chain: instructions (the agent prompt plus `guides` copies of a project guide, as
+    coding agents include their AGENTS.md), tool definitions, the user message."""
     tools = [
         {"name": t.name, "description": t.description, "parameters": json.loads(t.parameters_json)}
         for t in TOOLS
     ]
-    instructions = f"{CORPUS.INSTRUCTIONS}\n\n{CORPUS.PROJECT_GUIDE}"
+    instructions = "\n\n".join([CORPUS.INSTRUCTIONS, *[CORPUS.PROJECT_GUIDE] * guides])
     user = chat.render_message("user", CORPUS.USER_MESSAGES[0])
     return chat.render_instructions(instructions) + chat.render_tools(tools) + user
 
@@ -204,11 +204,13 @@ def tool_output(turn: int, size: int) -> str:
     return (code * (size // len(code) + 2))[start : start + size]
 
 
-async def agent_run(pool: WorkerPool, turns: int, output_bytes: int, mode: str) -> list[TurnStats]:
+async def agent_run(
+    pool: WorkerPool, turns: int, output_bytes: int, mode: str, guides: int = 1
+) -> list[TurnStats]:
     """One run (tool calls until the last turn, then the answer); per-turn prefill statistics.
     mode "session": a cache key and deltas; "prefix": keyless full chains; "none": full chains, dropped
     after every turn so nothing is left to reuse."""
-    chain, done, stats = run_header(), None, []
+    chain, done, stats = run_header(guides), None, []
     loop = asyncio.get_running_loop()
     for turn in range(turns):
         held: dict[str, Any] = {}
@@ -277,13 +279,16 @@ async def bench_agent_run(turns: int, output_bytes: int) -> None:
     print(f"   session cache, lowest single turn from turn 2: {lowest:.1%}")
 
 
-async def bench_tool_output_sweep(turns: int, sizes: list[int]) -> None:
-    print(f"== session cache by tool output size: input tokens served from cache, turns 2-{turns}")
-    for size in sizes:
-        async with in_process_worker(0.0) as pool:
-            stats = await agent_run(pool, turns, size, "session")
-        share, last = cached_share(stats), stats[-1].prompt
-        print(f"   {size:>6} B per tool output: {share:.1%}  (last prompt {last} tokens)")
+async def bench_workload_sweep(turns: int, guides: list[int], sizes: list[int]) -> None:
+    print(f"== session cache by workload: input tokens served from cache, turns 2-{turns}")
+    print("   first turn (tokens) | " + " | ".join(f"tool outputs {size:>5} B" for size in sizes))
+    for count in guides:
+        cells = []
+        for size in sizes:
+            async with in_process_worker(0.0) as pool:
+                stats = await agent_run(pool, turns, size, "session", guides=count)
+            cells.append(f"{cached_share(stats):>20.1%}")
+        print(f"   {len(run_header(count)):>19} | " + " | ".join(cells))
 
 
 async def bench_agent_run_timed(turns: int, output_bytes: int) -> None:
@@ -299,7 +304,7 @@ async def main(args: argparse.Namespace) -> None:
     tokenizer.warm()
     await bench_overhead(args.calls, args.stream_tokens, args.streams)
     await bench_agent_run(args.turns, args.tool_output_bytes)
-    await bench_tool_output_sweep(args.turns, [500, 1000, 2000, 8000])
+    await bench_workload_sweep(args.turns, [1, 4, 12], [500, 2000, 8000])
     if not args.no_timed:
         await bench_agent_run_timed(args.turns, args.tool_output_bytes)
 
