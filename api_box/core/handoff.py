@@ -27,7 +27,7 @@ import sys
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import orjson
@@ -58,11 +58,21 @@ def _tokens_from_bytes(raw: bytes) -> array[int]:
 
 
 def _frame(magic: bytes, meta: dict[str, Any], tokens: Sequence[int], blobs: Sequence[bytes]) -> bytes:
+    return _frame_bytes(magic, meta, _tokens_to_bytes(tokens), blobs)
+
+
+def _frame_bytes(magic: bytes, meta: dict[str, Any], token_bytes: bytes, blobs: Sequence[bytes]) -> bytes:
     head = orjson.dumps({**meta, "blobs": [len(b) for b in blobs]})
-    return b"".join([magic, len(head).to_bytes(4, "little"), head, *blobs, _tokens_to_bytes(tokens)])
+    return b"".join([magic, len(head).to_bytes(4, "little"), head, *blobs, token_bytes])
 
 
 def _unframe(magic: bytes, raw: bytes) -> tuple[dict[str, Any], list[bytes], array[int]]:
+    meta, blobs, token_bytes = _split(magic, raw)
+    return meta, blobs, _tokens_from_bytes(token_bytes)
+
+
+def _split(magic: bytes, raw: bytes) -> tuple[dict[str, Any], list[bytes], bytes]:
+    """Header, blobs and the raw token bytes of a record (the tokens are not decoded)."""
     if raw[:4] != magic:
         raise ValueError("not a Tether handoff record of this kind/version")
     head_len = int.from_bytes(raw[4:8], "little")
@@ -81,9 +91,9 @@ def _unframe(magic: bytes, raw: bytes) -> tuple[dict[str, Any], list[bytes], arr
             raise ValueError("truncated handoff record")
         blobs.append(raw[at : at + size])
         at += size
-    if len(blobs) != 2:
-        raise ValueError("corrupt handoff record header")
-    return meta, blobs, _tokens_from_bytes(raw[at:])
+    if len(blobs) != 2 or (len(raw) - at) % 4:
+        raise ValueError("corrupt handoff record header or token bytes")
+    return meta, blobs, raw[at:]
 
 
 def _decoded(kind: str, build: Any, raw: bytes) -> Any:
@@ -129,7 +139,16 @@ class TurnRecord:
 
     def to_bytes(self) -> bytes:
         """Versioned binary encoding."""
-        meta = {
+        return _frame(_TURN_MAGIC, self._meta(), self.tokens, [self.resource, self.input_items])
+
+    def to_bytes_pair(self) -> tuple[bytes, bytes]:
+        """(`to_bytes()`, `slim().to_bytes()`), the tokens encoded once: what write-behind writes."""
+        meta, token_bytes = self._meta(), _tokens_to_bytes(self.tokens)
+        full = _frame_bytes(_TURN_MAGIC, meta, token_bytes, [self.resource, self.input_items])
+        return full, _frame_bytes(_TURN_MAGIC, meta, token_bytes, [b"", b""])
+
+    def _meta(self) -> dict[str, Any]:
+        return {
             "v": self.version,
             "tenant": self.tenant,
             "id": self.response_id,
@@ -143,7 +162,6 @@ class TurnRecord:
             "agent": _agent_json(self.agent),
             "created_at": self.created_at,
         }
-        return _frame(_TURN_MAGIC, meta, self.tokens, [self.resource, self.input_items])
 
     def slim(self) -> TurnRecord:
         """This record without its ResponseResource and input items (what a chain list holds)."""
@@ -318,7 +336,25 @@ def record_from_snapshot(snapshot: ChainSnapshot) -> ResponseRecord:
     )
 
 
-def chain_path(target: TurnRecord, records: Iterable[TurnRecord]) -> list[TurnRecord]:
+class Linked(Protocol):
+    """What `chain_path` needs of a record: its identity and the record it extends."""
+
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def response_id(self) -> str: ...
+    @property
+    def base_response_id(self) -> str | None: ...
+    @property
+    def cache_key(self) -> str: ...
+    @property
+    def whole(self) -> bool: ...
+
+
+L = TypeVar("L", bound=Linked)
+
+
+def chain_path(target: L, records: Iterable[L]) -> list[L]:
     """The records to fold (oldest first) to restore `target`: its ancestry back to the nearest whole
     record, picked out of `records` (a chain list: any order, duplicates and sibling branches allowed).
 
@@ -335,6 +371,79 @@ def chain_path(target: TurnRecord, records: Iterable[TurnRecord]) -> list[TurnRe
         path.append(base)
     path.reverse()
     return path
+
+
+@dataclass(frozen=True, slots=True)
+class ChainEntry:
+    """A turn record of a chain list decoded only as far as folding needs (tokens stay bytes)."""
+
+    tenant: str
+    response_id: str
+    base_response_id: str | None
+    base_len: int
+    cache_key: str
+    call_ids: dict[str, int]
+    token_bytes: bytes  # little-endian uint32
+
+    @property
+    def whole(self) -> bool:
+        """True when the tokens are the entire chain."""
+        return self.base_response_id is None
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> ChainEntry:
+        """Decode a TurnRecord's bytes (whole or slim) without decoding its tokens; ValueError if bad."""
+        entry: ChainEntry = _decoded("turn record", cls._from_bytes, raw)
+        return entry
+
+    @classmethod
+    def _from_bytes(cls, raw: bytes) -> ChainEntry:
+        meta, _, token_bytes = _split(_TURN_MAGIC, raw)
+        return cls(
+            meta["tenant"], meta["id"], meta["base"], int(meta["base_len"]), meta["cache_key"],
+            dict(meta["call_ids"]), token_bytes,
+        )  # fmt: skip
+
+    @classmethod
+    def of(cls, turn: TurnRecord) -> ChainEntry:
+        """The entry of a decoded record."""
+        return cls(
+            turn.tenant, turn.response_id, turn.base_response_id, turn.base_len, turn.cache_key,
+            turn.call_ids, _tokens_to_bytes(turn.tokens),
+        )  # fmt: skip
+
+
+def fold_chain(target: TurnRecord, entries: Iterable[bytes]) -> ChainSnapshot:
+    """The snapshot of `target` from the raw records of its chain list (as `chain_path`, then
+    `snapshot_from_turns`, but folding token bytes: about one JSON header parse per record).
+    Raises ValueError when the chain is incomplete or a record is corrupt."""
+    if target.whole:
+        return snapshot_from_turns([target])
+    path = chain_path(ChainEntry.of(target), (ChainEntry.from_bytes(raw) for raw in entries))
+    tokens = bytearray()
+    call_ids: dict[str, int] = {}
+    for entry in path:
+        if entry.whole:
+            tokens, call_ids = bytearray(entry.token_bytes), dict(entry.call_ids)
+            continue
+        cut = 4 * entry.base_len
+        if cut > len(tokens):
+            raise ValueError(f"turn {entry.response_id} extends past its base")
+        del tokens[cut:]
+        tokens += entry.token_bytes
+        call_ids.update(entry.call_ids)
+    return ChainSnapshot(
+        tenant=target.tenant,
+        response_id=target.response_id,
+        cache_key=target.cache_key,
+        header_key=target.header_key,
+        header_len=target.header_len,
+        tokens=tuple(_tokens_from_bytes(bytes(tokens))),
+        call_ids=call_ids,
+        agent=target.agent,
+        resource=target.resource,
+        input_items=target.input_items,
+    )
 
 
 MAX_ID_CHARS = 256  # longer response ids were not made by a box: a restore of one is a miss at once

@@ -11,12 +11,13 @@ The only module of the box that imports redis. Key layout (api_box/core/handoff.
 Every key expires `ttl` seconds after its chain's last write.
 
 Write-behind: `append` puts the turn in a bounded in-memory queue (turns and bytes) and returns at once:
-it never waits for Redis. One writer task takes up to `batch` turns and writes them in ONE pipelined round
-trip (per turn: SET the response key, RPUSH the slim record, LTRIM and PEXPIRE the chain). Beyond the
-bounds a turn is dropped (tether_box_write_behind_dropped_total{reason}: queue_full, redis_down,
-too_large, shutdown), and its chain is marked so that the chain's next turn is written whole again
-(`needs_whole`), since a delta over a missing record cannot be restored. Every `WHOLE_EVERY` deltas a
-chain is written whole as well, so a trimmed list always holds a whole ancestor.
+it never waits for Redis. One writer task takes up to `batch` turns and writes them in ONE round trip, a
+Lua script run atomically (per turn: SET the response key, RPUSH the slim record; per chain: LTRIM and
+PEXPIRE) — one reply per batch instead of four per turn, which is what bounds a Python client's write
+rate. Beyond the bounds a turn is dropped (tether_box_write_behind_dropped_total{reason}: queue_full,
+redis_down, too_large, redis_error, shutdown), and its chain is marked so that the chain's next turn is
+written whole again (`needs_whole`), since a delta over a missing record cannot be restored. Every
+`WHOLE_EVERY` deltas a chain is written whole as well, so a trimmed list always holds a whole ancestor.
 
 Restore (at most 2 round trips): GET the response key; a whole record is the chain already. A delta needs
 its ancestors: LRANGE the chain list and fold the path back to the nearest whole record. A restore of a
@@ -25,8 +26,11 @@ errors and corrupt records are misses (the box answers previous_response_not_fou
 
 Redis down: appends keep queueing (within the bounds); the writer keeps its batch and retries with
 backoff; tether_box_redis_up is 0 until an operation succeeds again, and no restart is needed. Redis lost
-data (restarted empty, flushed): each batch also sets this writer's marker with GET; finding it gone makes
-every chain's next turn whole (an epoch), so chains become restorable again after one turn.
+data (restarted empty, flushed): each batch also reads and sets this writer's marker; finding it gone
+makes every chain's next turn whole (an epoch), so chains become restorable again after one turn.
+
+The script touches keys of several chains, so this store needs one Redis (or a primary with replicas),
+not Redis Cluster.
 """
 
 from __future__ import annotations
@@ -44,15 +48,14 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from api_box.core.handoff import (
     MAX_ID_CHARS,
     ChainSnapshot,
     ColdKeys,
     TurnRecord,
-    chain_path,
-    snapshot_from_turns,
+    fold_chain,
 )
 from api_box.io.metrics import BoxMetrics
 
@@ -65,6 +68,31 @@ _FAILURES = (RedisError, OSError, TimeoutError)
 _BATCH_BYTES = 8 * 1024 * 1024  # a batch holds at most this much (or one turn), so one round trip stays short
 _WRITE_RATE = 50e6  # bytes/s a write is allowed on top of the op timeout (big whole records)
 DROP_REASONS = ("queue_full", "redis_down", "too_large", "redis_error", "shutdown")
+
+
+# One batch, atomically, in one round trip. KEYS: the writer's marker, then per turn its response key and
+# its chain key; ARGV: ttl (ms), entries kept per chain, then per turn its whole and its slim record.
+# Returns {1 if the marker was there else 0, the 1-based numbers of the turns Redis refused...}.
+_WRITE_SCRIPT = """
+local ttl, keep = ARGV[1], tonumber(ARGV[2])
+local had_marker = redis.call('GET', KEYS[1]) and 1 or 0
+redis.call('SET', KEYS[1], '1', 'PX', ttl)
+local result, chains = {had_marker}, {}
+for i = 2, #KEYS, 2 do
+  local set = redis.pcall('SET', KEYS[i], ARGV[i + 1], 'PX', ttl)
+  local push = redis.pcall('RPUSH', KEYS[i + 1], ARGV[i + 2])
+  if type(set) == 'table' and set.err or type(push) == 'table' and push.err then
+    result[#result + 1] = i / 2
+  else
+    chains[KEYS[i + 1]] = true
+  end
+end
+for chain in pairs(chains) do
+  redis.call('LTRIM', chain, -keep, -1)
+  redis.call('PEXPIRE', chain, ttl)
+end
+return result
+"""
 
 
 @dataclass(slots=True)
@@ -121,6 +149,7 @@ class RedisColdStore:
         self._chains: OrderedDict[str, _ChainMark] = OrderedDict()
         self._epoch = 0
         self._writer_key = self._keys.writer(secrets.token_hex(8))
+        self._script = client.register_script(_WRITE_SCRIPT)
         self._marker_written = False
         self._up = False
         self._writer: asyncio.Task[None] | None = None
@@ -192,8 +221,7 @@ class RedisColdStore:
         await self._settle_pending(tenant, response_id)
         try:
             async with asyncio.timeout(self._op_timeout):
-                path = await self._read_path(tenant, response_id)
-            snapshot = snapshot_from_turns(path) if path is not None else None
+                found = await self._read(tenant, response_id)
         except _FAILURES as exc:
             self._set_down(exc, "restore")
             return None
@@ -202,10 +230,11 @@ class RedisColdStore:
             self._set_up()
             return None
         self._set_up()
-        if snapshot is None or path is None:
+        if found is None:
             return None
+        snapshot, listed = found
         # This box owns the chain from now on: its next turn is a delta over what Redis holds.
-        self._track(snapshot.cache_key, _ChainMark(self._epoch, len(path) - 1))
+        self._track(snapshot.cache_key, _ChainMark(self._epoch, listed))
         return snapshot
 
     async def delete(self, tenant: str, response_id: str) -> None:
@@ -290,7 +319,8 @@ class RedisColdStore:
             self._chains.popitem(last=False)
 
     # ------------------------------------------------------------------ restoring
-    async def _read_path(self, tenant: str, response_id: str) -> list[TurnRecord] | None:
+    async def _read(self, tenant: str, response_id: str) -> tuple[ChainSnapshot, int] | None:
+        """The snapshot and how many chain-list entries it was folded from (0: a whole record)."""
         # decode_responses is off: replies are bytes.
         raw = cast(bytes | None, await self._client.get(self._keys.response(tenant, response_id)))
         if raw is None:
@@ -299,9 +329,9 @@ class RedisColdStore:
         if target.tenant != tenant or target.response_id != response_id:
             raise ValueError(f"the record under {response_id} names another response")
         if target.whole:
-            return [target]
+            return fold_chain(target, ()), 0
         raws = cast(list[bytes], await self._client.lrange(self._keys.chain(tenant, target.cache_key), 0, -1))
-        return chain_path(target, (TurnRecord.from_bytes(r) for r in raws))
+        return fold_chain(target, raws), len(raws)
 
     # ------------------------------------------------------------------ writing
     def _ensure_writer(self) -> None:
@@ -341,27 +371,22 @@ class RedisColdStore:
         return batch
 
     async def _write(self, batch: list[_Pending]) -> None:
-        """One round trip: the writer's marker, then SET + RPUSH + LTRIM + PEXPIRE per turn. A turn that
-        Redis refuses (an error reply: out of memory, a key of the wrong type) is dropped, not retried."""
-        pipe = self._client.pipeline(transaction=False)
-        pipe.set(self._writer_key, b"1", px=self._ttl_ms, get=True)
+        """One round trip: `_WRITE_SCRIPT` over the batch. A turn that Redis refuses (an error reply: a
+        key of the wrong type, say) is dropped, not retried; a failure of the whole call is retried."""
+        keys = [self._writer_key]
+        args: list[bytes | int] = [self._ttl_ms, MAX_CHAIN_RECORDS]
         for item in batch:
             turn = item.turn
-            chain_key = self._keys.chain(turn.tenant, turn.cache_key)
-            pipe.set(self._keys.response(turn.tenant, turn.response_id), turn.to_bytes(), px=self._ttl_ms)
-            pipe.rpush(chain_key, turn.slim().to_bytes())
-            pipe.ltrim(chain_key, -MAX_CHAIN_RECORDS, -1)
-            pipe.pexpire(chain_key, self._ttl_ms)
-        results = await pipe.execute(raise_on_error=False)
-        for item, replies in zip(batch, _per_turn(results[1:]), strict=True):
-            refused = next((r for r in replies if isinstance(r, ResponseError)), None)
-            if refused is not None:
-                _LOG.warning("Redis refused a turn record (%s); dropped", refused)
-                self._drop(item.turn.cache_key, "redis_error")
-        marker = results[0]
-        if isinstance(marker, Exception):
-            raise marker  # not even the marker was written: retry the whole batch
-        if marker is None and self._marker_written:
+            keys += [
+                self._keys.response(turn.tenant, turn.response_id),
+                self._keys.chain(turn.tenant, turn.cache_key),
+            ]
+            args += turn.to_bytes_pair()
+        marker, *refused = await self._script(keys=keys, args=args)
+        for index in refused:
+            _LOG.warning("Redis refused a turn record; dropped")
+            self._drop(batch[int(index) - 1].turn.cache_key, "redis_error")
+        if not marker and self._marker_written:
             # Our marker is gone: Redis lost what we wrote. Deltas over it could not be restored.
             self._epoch += 1
             _LOG.warning("Redis lost its data (restarted or flushed): chains are written whole again")
@@ -404,11 +429,6 @@ class RedisColdStore:
             _LOG.warning("Redis %s failed (%s); cold restores miss until it answers", during, _describe(exc))
         self._up = False
         self._metrics.redis_up.set(0)
-
-
-def _per_turn(replies: list[Any]) -> list[list[Any]]:
-    """The pipeline's replies grouped per turn (4 commands each)."""
-    return [replies[i : i + 4] for i in range(0, len(replies), 4)]
 
 
 def _describe(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ from api_box.core.handoff import (
     ColdKeys,
     TurnRecord,
     chain_path,
+    fold_chain,
     snapshot_from_turns,
 )
 
@@ -34,6 +35,7 @@ def test_slim_drops_only_the_blobs_and_round_trips() -> None:
     assert (slim.resource, slim.input_items) == (b"", b"")
     assert slim.tokens == full.tokens
     assert TurnRecord.from_bytes(slim.to_bytes()) == slim
+    assert full.to_bytes_pair() == (full.to_bytes(), slim.to_bytes())
     assert full.nbytes() >= len(full.to_bytes()) // 2
 
 
@@ -103,3 +105,17 @@ def test_keys_are_namespaced_and_escaped() -> None:
     assert keys.response("a:r:b", "c") != keys.response("a", "b:r:c")
     assert ":" not in keys.response("a:b", "c:d").removeprefix("px:").replace(":r:", "")
     assert keys.writer("w1") == "px:writer:w1"
+
+
+def test_fold_chain_equals_chain_path_then_snapshot_and_refuses_a_gap() -> None:
+    r1 = record("r1", None, (1, 2, 3))
+    r2 = record("r2", r1, (20, 21))  # base_len 1: cuts the chain back to (1,), then appends
+    r3a, r3b = record("r3a", r2, (30,)), record("r3b", r2, (31, 32))
+    listed = [r.slim().to_bytes() for r in (r1, r2, r3a, r3b)]
+    expected = snapshot_from_turns(chain_path(r3b, [r1, r2, r3a]))
+    assert fold_chain(r3b, listed) == expected
+    assert fold_chain(r1, []) == snapshot_from_turns([r1])
+    with pytest.raises(ValueError, match="incomplete"):
+        fold_chain(r3b, listed[1:])
+    with pytest.raises(ValueError, match="truncated"):
+        fold_chain(r3b, [b"TTR1garbage"])
