@@ -23,8 +23,8 @@ Measured per turn: `up` = payload bytes client→server (WebSocket frame payload
 counts them in tether_box_bytes_total), `cpu` = box CPU seconds from the box process's schedstat (every
 thread, nanosecond resolution) between sending the turn and receiving its terminal event, `hist` = prompt
 tokens, `cached` = prompt tokens the worker served from its cache. Each figure is the median over `--runs`
-runs. Checks printed at the end: WS upload ≤ 10% of HTTP from turn 5 on; box CPU of a WS turn at ~200k
-tokens of history within 1.5× of one at ~10k (while HTTP grows with history).
+runs. Checks printed at the end: WS upload ≤ 10% of HTTP from turn 5 on; box CPU of a WS tool-call turn at
+~200k tokens of history within 1.5× of one at ~10k (while HTTP grows with history).
 """
 
 from __future__ import annotations
@@ -215,13 +215,11 @@ class Agent:
     calls: int = 0
 
     def first_input(self) -> list[Any]:
-        message = {
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_text", "text": "Fix the bug."}],
-        }
-        self.history = [message]
-        return [message]
+        parts = [{"type": "input_text", "text": "Fix the failing test."}]
+        if self.context:
+            parts.append({"type": "input_text", "text": "\n\nRepository files:\n" + self.context})
+        self.history = [{"type": "message", "role": "user", "content": parts}]
+        return self.history
 
     def answer(self, response: dict[str, Any]) -> bool:
         """Take a completed response; prepare the tool outputs. False when the agent is done."""
@@ -357,7 +355,9 @@ def report(results: dict[str, list[list[Turn]]]) -> dict[str, Any]:
     summary: dict[str, Any] = {"turns": n, "table": table}
     if both:
         ws_cpu, http_cpu = table["ws"]["cpu"], table["http"]["cpu"]
-        first, last = 1, n - 1  # turn 2 (the first tool output) and the last turn
+        # Like with like: turn 2 (the first tool output in, a tool call out) against the last turn of the same
+        # shape, the last tool-call turn (the final turn answers in text: more output events, not history).
+        first, last = 1, n - 2
         summary.update(
             ws_upload_ratio_max_from_turn5=max(
                 table["ws"]["up"][i] / table["http"]["up"][i] for i in range(4, n)
@@ -379,7 +379,7 @@ def _print_summary(summary: dict[str, Any], n: int, first: int, last: int) -> No
     ratio = summary["ws_upload_ratio_max_from_turn5"]
     print(f"WS upload / HTTP upload, max over turns 5..{n}: {ratio:.4f} (target <= 0.10)")
     print(
-        f"box CPU per turn, turn {last + 1} (~{summary['hist_last']:,.0f} tok) / turn {first + 1} "
+        f"box CPU per tool-call turn, turn {last + 1} (~{summary['hist_last']:,.0f} tok) / turn {first + 1} "
         f"(~{summary['hist_first']:,.0f} tok): ws {summary['ws_cpu_growth']:.2f}x (target <= 1.5x), "
         f"http {summary['http_cpu_growth']:.2f}x"
     )
