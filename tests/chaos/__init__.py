@@ -1,0 +1,1 @@
+"""Chaos tests and the chaos scenario (scripts/chaos): kill, drain, partition."""
