@@ -239,7 +239,9 @@ class AgentRun:
 
     def __post_init__(self) -> None:
         self.mode = check_mode(self.mode)
-        text = USER_MESSAGE
+        # Every run opens with its own id, as real tasks differ: no two runs share a cached prefix, so a
+        # stateless client cannot borrow another run's cache in the worker.
+        text = f"[task {self.run_id}] {USER_MESSAGE}"
         if self.shape.history_tokens:
             text = history_text(self.shape.history_tokens, self.run_id) + "\n\n" + USER_MESSAGE
         self._pending = [user_message(text)]

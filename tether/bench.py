@@ -19,7 +19,15 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-_FIELDS_WITH_LISTS = {"modes", "links", "tool_calls", "history_tokens", "capacity_levels", "metrics"}
+_FIELDS_WITH_LISTS = {
+    "modes",
+    "links",
+    "tool_calls",
+    "history_tokens",
+    "capacity_levels",
+    "capacity_modes",
+    "metrics",
+}
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -59,6 +67,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "--capacity-tokens", type=int, help="history size of the capacity steps (default 100000)"
     )
     cap.add_argument("--capacity-levels", help="concurrent agents per step (default 1,2,4,8,16,32)")
+    cap.add_argument("--capacity-modes", help="modes of the capacity steps (default ws,http_full)")
     cap.add_argument("--capacity-seconds", type=float, help="measured seconds per step (default 6)")
     cap.add_argument("--slo-ttft-ms", type=float, help="p99 TTFT bound of the capacity (default 500)")
     run = p.add_argument_group("run")

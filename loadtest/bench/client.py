@@ -4,6 +4,7 @@
 to it in JSON lines: the job is argv[1], events go to stdout, commands come on stdin.
 
     runs job    every agent does `runs` agent runs, then {"event": "result", "turns": [...], "runs": [...]}
+    ping job    `pings` sequential GET /models, then {"event": "result", "latencies": [...]}
     steady job  {"cmd": "agents", "n": N}  → agents up to N, each past its warm-up turn → {"event": "ready"}
                 {"cmd": "window", "seconds": D} → {"event": "window", "turns": [turns inside the window]}
                 {"cmd": "quit"} → {"event": "bye"}; agents never stop on their own (after an answer the
@@ -66,6 +67,8 @@ class ClientJob:
     deadline: float = 600.0
     max_errors: int = 20
     label: str = ""
+    pings: int = 0  # > 0: a ping job instead (sequential GET /models, for the link emulator's overhead)
+    renew_above_tokens: int = 0  # steady jobs: a conversation past this many input tokens starts afresh
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> ClientJob:
@@ -73,8 +76,8 @@ class ClientJob:
         data = orjson.loads(raw)
         shape = AgentShape(**data.pop("shape"))
         job = cls(shape=shape, **{**data, "mode": check_mode(data["mode"])})
-        if not 1 <= job.agents <= 1024 or not 0 <= job.runs <= 10_000:
-            raise ValueError("agents must be 1..1024 and runs 0..10000")
+        if not 1 <= job.agents <= 1024 or not 0 <= job.runs <= 10_000 or not 0 <= job.pings <= 100_000:
+            raise ValueError("agents must be 1..1024, runs 0..10000 and pings 0..100000")
         if job.turn_timeout <= 0 or job.deadline <= 0 or job.think_seconds < 0 or job.max_errors < 0:
             raise ValueError("timeouts and the deadline must be > 0, think time and max_errors >= 0")
         return job
@@ -223,7 +226,16 @@ class Agent:
         self.turns: list[TurnRecord] = []
         self.runs: list[RunRecord] = []
         self.errors = 0
+        self.last_input_tokens = 0
+        # Steady agents only: `warm` is set once the current conversation's first turn is done; the
+        # gate parks the agent between turns (set = may run); `hold` parks it right after its warm-up;
+        # `renew` makes it start a fresh conversation (its history grew past the job's bound).
         self.warm = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.parked = asyncio.Event()
+        self.hold = False
+        self.renew = False
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Agent:
@@ -250,12 +262,20 @@ class Agent:
             await self._one_run(number, steady=False)
 
     async def run_forever(self) -> None:
-        """Keep one conversation going (new tasks after each answer); restart it after a failure."""
+        """Keep one conversation going (new tasks after each answer); restart it after a failure or
+        when asked to renew it."""
         number = 0
         while self.errors <= self.job.max_errors:
             await self._one_run(number, steady=True)
             number += 1
         self.warm.set()  # never leave a waiter hanging on an agent that gave up
+        self.parked.set()
+
+    async def _pass_gate(self) -> None:
+        if not self.gate.is_set():
+            self.parked.set()
+            await self.gate.wait()
+            self.parked.clear()
 
     async def _one_run(self, number: int, *, steady: bool) -> None:
         run_id = f"{self.job.label or self.job.mode}-a{self.index}-r{number}-{time.time_ns() % 10**9}"
@@ -268,10 +288,18 @@ class Agent:
             await channel.open(run_id)
             first = True  # a steady agent's first turn uploads its history in every mode: warm-up
             while True:
-                await self._turn(run, channel, number, before, warmup=steady and first)
-                first = False
                 if steady:
+                    await self._pass_gate()
+                    if self.renew and not first:
+                        self.renew = False
+                        break  # the next run starts a fresh conversation
+                await self._turn(run, channel, number, before, warmup=steady and first)
+                if steady and first:
                     self.warm.set()
+                    if self.hold:
+                        self.hold = False
+                        self.gate.clear()
+                first = False
                 before = self.counter.snapshot()
                 if run.finished:
                     if not steady:
@@ -305,6 +333,7 @@ class Agent:
             exchange = await channel.exchange(body, sent_at)
         seconds = time.perf_counter() - sent_at
         result = run.record(exchange.response)
+        self.last_input_tokens = result.input_tokens
         sent, received = self.counter.snapshot()
         self.turns.append(
             TurnRecord(
@@ -348,6 +377,10 @@ async def run_job(
         return time.perf_counter() - t0
 
     async with asyncio.timeout(job.deadline), contextlib.AsyncExitStack() as stack:
+        if job.pings:
+            latencies = await _pings(job)
+            emit({"event": "result", "latencies": latencies, "seconds": clock()})
+            return 0
         if job.runs:
             agents = [await stack.enter_async_context(Agent(i, job, clock, emit)) for i in range(job.agents)]
             await asyncio.gather(*(agent.do_runs(job.runs) for agent in agents))
@@ -363,6 +396,56 @@ async def run_job(
     return EXIT_FAILED  # pragma: no cover (the timeout raises)
 
 
+async def _add_agents(
+    job: ClientJob,
+    agents: list[Agent],
+    tasks: list[asyncio.Task[None]],
+    stack: contextlib.AsyncExitStack,
+    clock: Callable[[], float],
+    emit: Emit,
+    wanted: int,
+) -> None:
+    """Park every agent, warm up the new ones (and renew the ones whose history outgrew the bound)
+    while the others wait, then let everyone run: warm-up prefills never land inside a window."""
+    for agent in agents:
+        agent.gate.clear()
+    await asyncio.gather(*(a.parked.wait() for a in agents))
+    warming: list[Agent] = []
+    for agent in agents:
+        if job.renew_above_tokens and agent.last_input_tokens > job.renew_above_tokens:
+            agent.renew, agent.hold = True, True
+            agent.warm.clear()
+            agent.gate.set()
+            warming.append(agent)
+    while len(agents) < wanted:
+        agent = await stack.enter_async_context(Agent(len(agents), job, clock, emit))
+        agent.hold = True
+        agents.append(agent)
+        warming.append(agent)
+        tasks.append(asyncio.create_task(agent.run_forever()))
+    await asyncio.gather(*(a.warm.wait() for a in warming))
+    await asyncio.gather(*(a.parked.wait() for a in warming))
+    for agent in agents:
+        agent.gate.set()
+
+
+async def _pings(job: ClientJob) -> list[float]:
+    """Seconds of `job.pings` sequential GET /models on one keep-alive session."""
+    url = job.base_url.rstrip("/") + "/models"
+    headers = {"Authorization": f"Bearer {job.api_key}"}
+    latencies = []
+    timeout = aiohttp.ClientTimeout(total=job.turn_timeout)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for _ in range(min(job.pings, 100_000)):
+            started = time.perf_counter()
+            async with session.get(url, headers=headers) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    raise TurnFailed(f"GET /models answered {resp.status}")
+            latencies.append(time.perf_counter() - started)
+    return latencies
+
+
 async def _steady(
     job: ClientJob,
     emit: Emit,
@@ -376,12 +459,7 @@ async def _steady(
         while (command := await commands()) is not None:
             name = command.get("cmd")
             if name == "agents":
-                wanted = min(int(command["n"]), 1024)
-                while len(agents) < wanted:
-                    agent = await stack.enter_async_context(Agent(len(agents), job, clock, emit))
-                    agents.append(agent)
-                    tasks.append(asyncio.create_task(agent.run_forever()))
-                await asyncio.gather(*(a.warm.wait() for a in agents))
+                await _add_agents(job, agents, tasks, stack, clock, emit, min(int(command["n"]), 1024))
                 emit({"event": "ready", "agents": len(agents), "errors": sum(a.errors for a in agents)})
             elif name == "window":
                 start = clock()
@@ -423,7 +501,7 @@ async def _stdin_commands() -> Callable[[], Awaitable[dict[str, Any] | None]]:
 
 async def _main(raw_job: str) -> int:
     job = ClientJob.from_json(raw_job)
-    commands = await _stdin_commands() if job.runs == 0 else _no_commands
+    commands = await _stdin_commands() if job.runs == 0 and not job.pings else _no_commands
     return await run_job(job, _emit_line, commands)
 
 

@@ -117,20 +117,22 @@ def agreement_range(results: Results) -> dict[str, dict[str, tuple[float, float]
 
 
 def overhead(results: Results) -> dict[str, Any] | None:
-    """Mean turn time and TTFT through the emulator (no delay, no rate limit) minus direct."""
+    """Request latency through the emulator at 0 delay and no rate limit, against direct (ms)."""
     data = results.get("overhead")
     if not data:
         return None
-    out = {}
-    for mode, pair in data.items():
-        d, e = pair["direct"]["client"], pair["emulated"]["client"]
-        out[mode] = {
-            "turn_ms_direct": _ms(d["turn_mean"]),
-            "turn_ms_emulated": _ms(e["turn_mean"]),
-            "turn_ms_added": _ms(_sub(e["turn_mean"], d["turn_mean"])),
-            "ttft_ms_added": _ms(_sub(e["ttft_mean"], d["ttft_mean"])),
-        }
-    return out
+    direct = [
+        data[k]["p50"] for k in ("direct", "direct_again") if data.get(k) and data[k]["p50"] is not None
+    ]
+    baseline = sum(direct) / len(direct) if direct else None
+    emulated = (data.get("emulated") or {}).get("p50")
+    return {
+        "direct_p50_ms": _ms(baseline),
+        "emulated_p50_ms": _ms(emulated),
+        "added_p50_ms": _ms(_sub(emulated, baseline)),
+        "emulated_p99_ms": _ms((data.get("emulated") or {}).get("p99")),
+        "direct_p99_ms": _ms((data.get("direct") or {}).get("p99")),
+    }
 
 
 def _sub(a: float | None, b: float | None) -> float | None:
@@ -402,17 +404,25 @@ def _overhead_section(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> li
         lines += [
             "## Link emulator overhead",
             "",
-            "One small job direct on loopback and through namespace + emulator (0 delay, no rate limit).",
+            "Sequential GET /v1/models through the router: direct on loopback (before and after), and",
+            "from the client namespace through the emulator with 0 delay and no rate limit.",
             "",
-            "| mode | turn ms direct | turn ms emulated | added per turn ms | added to TTFT ms |",
-            "|---|---|---|---|---|",
+            "| path | p50 ms | p99 ms |",
+            "|---|---|---|",
+            _row(
+                "direct (mean of two runs)",
+                _num(over["direct_p50_ms"], ".2f"),
+                _num(over["direct_p99_ms"], ".2f"),
+            ),
+            _row(
+                "namespace + emulator",
+                _num(over["emulated_p50_ms"], ".2f"),
+                _num(over["emulated_p99_ms"], ".2f"),
+            ),
+            "",
+            f"Added per request (p50): {_num(over['added_p50_ms'], '.2f')} ms.",
+            "",
         ]
-        for mode, o in over.items():
-            lines.append(
-                f"| {mode} | {_num(o['turn_ms_direct'], '.1f')} | {_num(o['turn_ms_emulated'], '.1f')} "
-                f"| {_num(o['turn_ms_added'], '.2f')} | {_num(o['ttft_ms_added'], '.2f')} |"
-            )
-        lines.append("")
     for tag, link in (meta.get("links") or {}).items():
         stats = link.get("emulator_stats") or {}
         for direction in ("up", "down"):

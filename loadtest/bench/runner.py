@@ -36,11 +36,15 @@ from loadtest.bench.netns import Namespace, NetnsError, ShapedLink, unavailable
 from loadtest.bench.procs import ChildFailed, JsonLinesChild, client_argv, pin_process, relay_argv
 from loadtest.bench.scrape import Delta, Snapshot, kind_of, merge, parse
 from loadtest.bench.settings import BenchSettings
-from loadtest.bench.stats import run_summary, turn_summary
+from loadtest.bench.stats import mean, percentile, run_summary, turn_summary
 from loadtest.workload import AgentShape, Mode
 
 SCRAPE_TIMEOUT = 10.0
-READY_TIMEOUT = 180.0
+READY_TIMEOUT = 300.0
+SETTLE_SECONDS = 1.0
+RENEW_GROWTH = 1.1  # a steady conversation this much past its history starts afresh between steps
+RENEW_SLACK_TOKENS = 2000
+OVERHEAD_PINGS = 300
 KV_BUDGET_FLOOR = 400_000
 Say = Callable[[str], None]
 
@@ -286,21 +290,36 @@ class Bench:
 
     # ------------------------------------------------------------------------------------ overhead
     async def _overhead_phase(self, base_url: str, stack: contextlib.AsyncExitStack) -> dict[str, Any] | None:
-        s = self.settings
-        shape = AgentShape(tool_calls=min(10, max(s.sweep)), output_bytes=s.output_bytes)
+        """Sequential requests direct and through the namespace + emulator with no delay or rate limit."""
         bare = await self._shaped_link(base_url, stack, 0.0, 0.0, "bare")
         if bare is None:
             return None
         ns, url = bare
         out: dict[str, Any] = {}
-        for mode in s.mode_list[:2]:
-            direct = await self._runs_job(
-                self._job(base_url, mode, shape, 1, s.runs, "direct"), None, f"direct {mode}"
-            )
-            relayed = await self._runs_job(
-                self._job(url, mode, shape, 1, s.runs, "bare"), ns, f"emulated {mode}"
-            )
-            out[mode] = {"direct": _strip(direct), "emulated": _strip(relayed)}
+        for name, target, where in (
+            ("direct", base_url, None),
+            ("emulated", url, ns),
+            ("direct_again", base_url, None),
+        ):
+            job = replace(self._job(target, "ws", AgentShape(), 1, 1, name), pings=OVERHEAD_PINGS)
+            child = JsonLinesChild(f"ping {name}", client_argv(job, where), self.cpus_rest)
+            await child.start()
+            try:
+                result = await child.next_event(self._time_left())
+            finally:
+                await child.close()
+            latencies = result.get("latencies") or []
+            out[name] = {
+                "requests": len(latencies),
+                "mean": mean(latencies),
+                "p50": percentile(latencies, 0.5),
+                "p99": percentile(latencies, 0.99),
+            }
+        self.say(
+            "bench: emulator overhead (GET /v1/models, p50): direct "
+            f"{_ms_text(out['direct']['p50'])}, emulated {_ms_text(out['emulated']['p50'])}, "
+            f"direct again {_ms_text(out['direct_again']['p50'])}"
+        )
         return out
 
     # -------------------------------------------------------------------------- history / capacity
@@ -309,20 +328,25 @@ class Bench:
         sizes = sorted(set(s.history_tokens) | ({s.capacity_tokens} if s.capacity else set()))
         for tokens in sizes:
             for mode in s.mode_list:
-                steps = await self._steady(base_url, mode, tokens)
-                if steps:
+                capacity = s.capacity and tokens == s.capacity_tokens and mode in s.capacity_modes
+                if tokens not in s.history_tokens and not capacity:
+                    continue
+                steps = await self._steady(base_url, mode, tokens, capacity=capacity)
+                if steps and tokens in s.history_tokens:
                     self.results["history"].setdefault(str(tokens), {})[mode] = steps[0]
-                if s.capacity and tokens == s.capacity_tokens:
+                if capacity:
                     self.results["capacity"][mode] = steps
 
-    async def _steady(self, base_url: str, mode: Mode, tokens: int) -> list[dict[str, Any]]:
+    async def _steady(
+        self, base_url: str, mode: Mode, tokens: int, *, capacity: bool
+    ) -> list[dict[str, Any]]:
         s = self.settings
-        capacity = s.capacity and tokens == s.capacity_tokens
         levels = s.capacity_levels if capacity else (1,)
         seconds = s.capacity_seconds if capacity else s.history_seconds
         output = s.capacity_output_bytes
         shape = AgentShape(tool_calls=min(20, max(s.sweep) or 1), output_bytes=output, history_tokens=tokens)
-        job = self._job(base_url, mode, shape, 1, 0, f"h{tokens}")
+        renew = max(int(tokens * RENEW_GROWTH), tokens + RENEW_SLACK_TOKENS)
+        job = replace(self._job(base_url, mode, shape, 1, 0, f"h{tokens}"), renew_above_tokens=renew)
         child = JsonLinesChild(f"steady {mode} H={tokens}", client_argv(job, None), self.cpus_rest)
         steps: list[dict[str, Any]] = []
         await child.start()
@@ -346,6 +370,7 @@ class Bench:
             child.on_turn = lambda _event: bar.update(1)
             await child.send({"cmd": "agents", "n": level})
             ready = await child.next_event(min(READY_TIMEOUT, self._time_left()))
+            await asyncio.sleep(SETTLE_SECONDS)  # let the agents released together spread out
             before = await self.scrape()
             await child.send({"cmd": "window", "seconds": seconds})
             window = await child.next_event(seconds + 60)
@@ -353,7 +378,7 @@ class Bench:
         turns = window["turns"]
         step = self._step(after.minus(before), turns)
         span = window["end"] - window["start"]
-        step.update(agents=level, seconds=span, warmup_errors=ready.get("errors", 0))
+        step.update(agents=level, seconds=span, warmup_errors=ready.get("errors", 0), turns=turns)
         step.update(throughput(step, span, self.settings.slo_ttft_ms / 1000))
         c = step["client"]
         p99 = f"{c['ttft_p99'] * 1000:.0f} ms" if c["ttft_p99"] is not None else "-"
@@ -388,6 +413,13 @@ def metric_figures(delta: Delta) -> dict[str, Any]:
         "box_ttft_mean": ttft.mean,
         "box_ttft_p99": ttft.quantile(0.99),
         "box_ttft_share_within_slo": ttft.fraction_at_most(0.5),
+        "worker_prefill_computed": delta.total(
+            "worker", "tether_worker_prefill_tokens_total", kind="computed"
+        ),
+        "worker_prefill_cached": delta.total("worker", "tether_worker_prefill_tokens_total", kind="cached"),
+        "worker_precondition_failures": delta.total("worker", "tether_worker_precondition_failures_total"),
+        "worker_evictions": delta.total("worker", "tether_worker_kv_cache_evictions_total"),
+        "box_worker_resends": delta.total("box", "tether_box_worker_calls_total", result="resend"),
         "seconds": delta.seconds,
     }
 
@@ -425,5 +457,5 @@ def throughput(step: dict[str, Any], seconds: float, slo: float) -> dict[str, An
     }
 
 
-def _strip(step: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in step.items() if k not in ("turns", "runs")}
+def _ms_text(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.2f} ms"

@@ -61,13 +61,13 @@ class Delta:
     changes: Mapping[Key, float]
     kinds: Mapping[str, str]
 
-    def total(self, kind: str, name: str, **labels: str) -> float:
-        """Sum of `name` over the targets of `kind` whose labels include `labels`."""
+    def total(self, target_kind: str, name: str, /, **labels: str) -> float:
+        """Sum of `name` over the targets of `target_kind` whose labels include `labels`."""
         wanted = set(labels.items())
         return sum(
             value
             for (target, sample, sample_labels), value in self.changes.items()
-            if sample == name and self.kinds.get(target) == kind and wanted <= set(sample_labels)
+            if sample == name and self.kinds.get(target) == target_kind and wanted <= set(sample_labels)
         )
 
     def per_target(self, name: str) -> dict[str, float]:

@@ -46,7 +46,8 @@ class BenchSettings:
     capacity_tokens: int = 100_000
     capacity_levels: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     capacity_seconds: float = 6.0
-    capacity_output_bytes: int = 2048
+    capacity_output_bytes: int = 512
+    capacity_modes: tuple[str, ...] = ("ws", "http_full")
     slo_ttft_ms: float = 500.0
     boxes: int = 1
     workers: int = 1
@@ -76,6 +77,7 @@ class BenchSettings:
             and all(1 <= n <= 512 for n in self.capacity_levels),
             "capacity_seconds": 0.5 <= self.capacity_seconds <= 600,
             "capacity_output_bytes": 1 <= self.capacity_output_bytes <= MAX_OUTPUT_BYTES,
+            "capacity_modes": all(m in MODES for m in self.capacity_modes),
             "slo_ttft_ms": self.slo_ttft_ms > 0,
             "boxes": 1 <= self.boxes <= 64,
             "workers": 1 <= self.workers <= 64,
