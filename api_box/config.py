@@ -46,6 +46,7 @@ class Settings:
     max_queued_creates: int = 64
     send_queue_frames: int = 4096
     send_timeout_seconds: float = 30.0
+    body_timeout_seconds: float = 60.0  # an HTTP body must arrive within this
     ws_heartbeat_seconds: float = 30.0
     worker_connect_timeout: float = 2.0
     worker_request_timeout: float = 300.0
@@ -80,6 +81,7 @@ class Settings:
             "max_queued_creates": self.max_queued_creates >= 0,
             "send_queue_frames": self.send_queue_frames >= 8,
             "send_timeout_seconds": self.send_timeout_seconds > 0,
+            "body_timeout_seconds": self.body_timeout_seconds > 0,
             "ws_heartbeat_seconds": self.ws_heartbeat_seconds > 0,
             "worker_connect_timeout": self.worker_connect_timeout > 0,
             "worker_request_timeout": self.worker_request_timeout > 0,

@@ -27,6 +27,7 @@ with `{"error": {...}}`), and `response.failed` for failures after a response wa
     │   └── MissingApiKey                      missing_api_key
     ├── NotFound                           404 not_found             GET/DELETE of an unknown response id
     ├── PayloadTooLarge                    413 payload_too_large     HTTP body over the limit
+    ├── RequestTimeout                     408 request_timeout       HTTP body not received in time
     └── WorkerFailed                       500 server_error          the worker died, timed out or refused
 """
 
@@ -50,6 +51,7 @@ __all__ = [
     "PayloadTooLarge",
     "PreviousResponseNotFound",
     "RequestError",
+    "RequestTimeout",
     "StringTooLong",
     "TooManyItems",
     "TooManyQueued",
@@ -222,6 +224,14 @@ class PayloadTooLarge(BoxError):
     status = 413
     error_type = "invalid_request_error"
     code = "payload_too_large"
+
+
+class RequestTimeout(BoxError):
+    """An HTTP body that did not arrive within the body timeout."""
+
+    status = 408
+    error_type = "invalid_request_error"
+    code = "request_timeout"
 
 
 class WorkerFailed(BoxError):

@@ -10,6 +10,8 @@ is kept, and a later `previous_response_id` sends only the new tokens.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import Any
 
@@ -18,7 +20,13 @@ from aiohttp import web
 
 from api_box.core.chain import render_items
 from api_box.core.compaction import compact_items
-from api_box.core.errors import InvalidValue, NotFound, PayloadTooLarge, UnsupportedParameter
+from api_box.core.errors import (
+    InvalidValue,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedParameter,
+)
 from api_box.core.events import Event, Usage
 from api_box.core.protocol import item_json, parse_create
 from api_box.io.errors import http_error_response
@@ -28,6 +36,7 @@ from api_box.io.turns import new_id
 from api_box.io.ws import WsConnection
 
 _JSON = "application/json"
+_LOG = logging.getLogger("api_box.http")
 
 
 async def _read_body(request: web.Request, state: BoxState) -> bytes:
@@ -35,9 +44,12 @@ async def _read_body(request: web.Request, state: BoxState) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
     try:
-        body = await request.read()
+        async with asyncio.timeout(state.settings.body_timeout_seconds):
+            body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"The request body is larger than {limit} bytes.") from None
+    except TimeoutError:
+        raise RequestTimeout("The request body did not arrive in time.") from None
     return body
 
 
@@ -118,13 +130,18 @@ async def _sse(
         await response.write(chunk)
 
     # A refusal before the first event raises and becomes a plain JSON error (the stream never started).
-    await state.runner.run(
-        create, tenant=request[TENANT], mode="sse", emit=emit, received_at=received_at, request_bytes=size
-    )
-    done = b"data: [DONE]\n\n"
-    counter.inc(len(done))
-    await response.write(done)
-    await response.write_eof()
+    try:
+        await state.runner.run(
+            create, tenant=request[TENANT], mode="sse", emit=emit, received_at=received_at, request_bytes=size
+        )
+        done = b"data: [DONE]\n\n"
+        counter.inc(len(done))
+        await response.write(done)
+        await response.write_eof()
+    except ConnectionError:
+        if not response.prepared:
+            raise
+        _LOG.info("SSE client went away before the end of its response")
     return response
 
 

@@ -298,9 +298,9 @@ class TurnRunner:
         error = as_box_error(exc)
         _LOG.warning("response failed: %s (%s)", error.code, exc)
         self.metrics.errors.labels(error.code).inc()
-        for event in events.fail(error):
-            await emit(event)
         self._finished(mode, "failed", received_at)
+        for event in events.fail(error):
+            await emit(event)  # may raise when the client is the one that went away
         return TurnResult(TurnOutcome(None, create.previous_response_id), events.resource, error)
 
     async def _completed(

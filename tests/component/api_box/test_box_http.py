@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -188,3 +189,30 @@ async def test_models_probes_and_the_websocket_path_without_upgrade(box: TestCli
     assert (await box.get("/readyz")).status == 200
     plain = await box.get("/v1/responses", headers=AUTH)
     assert plain.status == 426
+
+
+async def test_a_body_that_never_arrives_is_408(make_box: BoxFactory) -> None:
+    box = await make_box(body_timeout_seconds=0.3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", box.port)
+    head = (
+        "POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f'Authorization: {AUTH["Authorization"]}\r\nContent-Length: 100\r\n\r\n{{"model"'
+    )
+    writer.write(head.encode())
+    await writer.drain()
+    status = await asyncio.wait_for(reader.readline(), 10)
+    assert status.startswith(b"HTTP/1.1 408")
+    writer.close()
+
+
+async def test_an_sse_client_that_leaves_mid_stream_cancels_nothing_else(
+    box: TestClient[Any, Any], fake_pool: FakeWorkerPool, registry: Any
+) -> None:
+    fake_pool.gate = asyncio.Event()
+    resp = await box.post("/v1/responses", json={"model": "m", "input": "x", "stream": True}, headers=AUTH)
+    assert (await resp.content.readline()).startswith(b"event: response.created")
+    resp.close()  # the client goes away
+    fake_pool.gate.set()
+    status, body = await create(box, input="next")
+    assert status == 200
+    assert body["status"] == "completed"

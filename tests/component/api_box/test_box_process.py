@@ -28,7 +28,9 @@ async def test_the_entry_point_prints_one_line_serves_and_stops_on_sigterm() -> 
             async with session.get(base + "/livez") as resp:
                 assert resp.status == 200
                 assert resp.headers["X-Tether-Box"] == "proc-box"
-            async with session.get(base + "/v1/models", headers={"Authorization": "Bearer tether-dev-key"}) as resp:
+            async with session.get(
+                base + "/v1/models", headers={"Authorization": "Bearer tether-dev-key"}
+            ) as resp:
                 assert resp.status == 200
             async with session.get(metrics) as resp:
                 text = await resp.text()
