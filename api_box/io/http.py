@@ -28,7 +28,8 @@ from api_box.core.errors import (
     UnsupportedParameter,
 )
 from api_box.core.events import Event, Usage
-from api_box.core.protocol import item_json, parse_create
+from api_box.core.protocol import CreateRequest, item_json, parse_create
+from api_box.core.store import ResponseRecord
 from api_box.io.errors import http_error_response
 from api_box.io.metrics import CLIENT_TO_SERVER, SERVER_TO_CLIENT
 from api_box.io.state import STATE, TENANT, BoxState
@@ -117,7 +118,7 @@ async def responses_post(request: web.Request) -> web.StreamResponse:
 
 
 async def _sse(
-    request: web.Request, state: BoxState, create: Any, received_at: float, size: int
+    request: web.Request, state: BoxState, create: CreateRequest, received_at: float, size: int
 ) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     counter = state.metrics.bytes.labels("sse", SERVER_TO_CLIENT)
@@ -205,7 +206,7 @@ def _limit(raw: str) -> int:
     return int(raw)
 
 
-async def _stored(request: web.Request, state: BoxState) -> Any:
+async def _stored(request: web.Request, state: BoxState) -> ResponseRecord:
     response_id = request.match_info["response_id"]
     tenant = request[TENANT]
     record = state.runner.store.get(tenant, response_id) or await state.runner.restore(tenant, response_id)

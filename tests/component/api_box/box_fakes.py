@@ -176,3 +176,51 @@ async def ws_turn(ws: object, event: dict[str, object] | None = None) -> list[di
         events.append(orjson.loads(msg.data))
         if events[-1]["type"] in TERMINAL:
             return events
+
+
+class MemoryColdStore:
+    """A ColdStore kept in a dict, shared by several boxes: what the Redis implementation must do."""
+
+    def __init__(self) -> None:
+        from api_box.core.handoff import TurnRecord
+
+        self.turns: dict[tuple[str, str], bytes] = {}
+        self.appends = 0
+        self.restores = 0
+        self._record_type = TurnRecord
+
+    @property
+    def enabled(self) -> bool:
+        return True
+
+    async def append(self, turn: object) -> None:
+        self.appends += 1
+        raw = turn.to_bytes()  # type: ignore[attr-defined]
+        self.turns[(turn.tenant, turn.response_id)] = raw  # type: ignore[attr-defined]
+
+    async def restore(self, tenant: str, response_id: str) -> object | None:
+        from api_box.core.handoff import snapshot_from_turns
+
+        self.restores += 1
+        chain = []
+        key: str | None = response_id
+        while key is not None:
+            raw = self.turns.get((tenant, key))
+            if raw is None:
+                return None
+            turn = self._record_type.from_bytes(raw)
+            chain.append(turn)
+            key = turn.base_response_id
+        return snapshot_from_turns(list(reversed(chain)))
+
+    async def delete(self, tenant: str, response_id: str) -> None:
+        self.turns.pop((tenant, response_id), None)
+
+    def needs_whole(self, cache_key: str) -> bool:
+        return False  # nothing is ever lost here
+
+    async def flush(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
