@@ -13,8 +13,9 @@ by a message count and a deadline.
    connections (1: back to back; 100 and 1,000: paced to 2,000 messages/s in all). The targets are measured
    in interleaved 1-s slices; reported: pooled percentiles and the median over slices of each slice's
    percentile. Added = relay − direct at the same percentile.
-2. Relay throughput: (a) 100 connections × 1 message in flight, 1 KiB (per-message cost: every message is
-   its own read and write in the relay), (b) 10 connections × 16 in flight, 64 KiB (bulk). Reported:
+2. Relay throughput, targets interleaved in 5 slices each: (a) 100 connections × 1 message in flight,
+   1 KiB (per-message cost: every message is its own read and write in the relay), (b) 10 connections ×
+   16 in flight, 64 KiB (bulk). Reported:
    echoed messages/s, payload MB/s per direction, the relay's CPU use (from /proc) and messages per relay
    CPU-second — the relay's capacity on its one core even when the load side, not the relay, saturates.
 3. Ring lookup: HashRing.lookup at 16 and 128 members (mean over a batch, and p99 of single timed calls).
@@ -304,16 +305,17 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total / CLOCK_TICKS
 
 
-async def throughput_run(
+async def throughput_slice(
     target: Target, connections: int, window: int, payload_len: int, seconds: float, relay_pids: Sequence[int]
-) -> dict[str, float]:
-    """`connections` × `window` messages in flight; each echo triggers the next message."""
+) -> tuple[int, float, float]:
+    """`connections` × `window` messages in flight, each echo triggering the next message, for `seconds`
+    after a short warm-up: (messages echoed, relay CPU seconds, wall seconds)."""
     clients = await open_clients(target, connections, payload_len)
     try:
         for client in clients:
             client.refill = 1
             client.transport.write(client.frame * window)  # type: ignore[union-attr]
-        await asyncio.sleep(min(1.0, seconds / 5))  # warm-up
+        await asyncio.sleep(min(0.5, seconds / 4))  # warm-up
         count0, cpu0, t0 = sum(c.completed for c in clients), cpu_seconds(relay_pids), time.perf_counter()
         await asyncio.sleep(seconds)
         count1, cpu1, t1 = sum(c.completed for c in clients), cpu_seconds(relay_pids), time.perf_counter()
@@ -321,14 +323,38 @@ async def throughput_run(
             client.refill = 0
     finally:
         close_clients(clients)
-    rate = (count1 - count0) / (t1 - t0)
-    relay_cpu = (cpu1 - cpu0) / (t1 - t0) if relay_pids else 0.0
-    return {
-        "messages_per_s": rate,
-        "mb_per_s": rate * payload_len / 1e6,
-        "relay_cpu": relay_cpu,
-        "messages_per_relay_cpu_s": rate / relay_cpu if relay_cpu > 0 else float("nan"),
-    }
+    return count1 - count0, cpu1 - cpu0, t1 - t0
+
+
+async def throughput_runs(
+    targets: dict[str, Target],
+    shape: tuple[int, int, int],
+    seconds: float,
+    rounds: int,
+    pids: dict[str, list[int]],
+) -> dict[str, dict[str, float]]:
+    """Each target in `rounds` interleaved slices (fresh connections per slice), summed."""
+    connections, window, payload_len = shape
+    totals = {name: [0, 0.0, 0.0] for name in targets}
+    for _ in range(rounds):
+        for name, target in targets.items():
+            count, cpu, wall = await throughput_slice(
+                target, connections, window, payload_len, seconds / rounds, pids[name]
+            )
+            totals[name][0] += count
+            totals[name][1] += cpu
+            totals[name][2] += wall
+    figures = {}
+    for name, (count, cpu, wall) in totals.items():
+        rate = count / wall
+        relay_cpu = cpu / wall if pids[name] else 0.0
+        figures[name] = {
+            "messages_per_s": rate,
+            "mb_per_s": rate * payload_len / 1e6,
+            "relay_cpu": relay_cpu,
+            "messages_per_relay_cpu_s": count / cpu if cpu > 0 else float("nan"),
+        }
+    return figures
 
 
 # ============================================================================ processes
@@ -502,15 +528,15 @@ async def run_load(args: argparse.Namespace, relays: dict[str, Target], pids: di
             )
     shapes = [("1KiB x100 conn x1", 100, 1, 1024), ("64KiB x10 conn x16", 10, 16, 65536)]
     for label, connections, window, size in shapes:
-        for name, target in relays.items():
-            figures = await throughput_run(
-                target, connections, window, size, args.throughput_seconds, pids[name]
-            )
-            results["throughput"].setdefault(label, {})[name] = figures
+        by_target = await throughput_runs(
+            relays, (connections, window, size), args.throughput_seconds, 5, pids
+        )
+        results["throughput"][label] = by_target
+        for name, f in by_target.items():
             print(
-                f"through  {label:<19} {name:<7} {figures['messages_per_s']:9.0f} msg/s "
-                f"{figures['mb_per_s']:8.1f} MB/s  relay CPU {figures['relay_cpu'] * 100:5.1f} %  "
-                f"{figures['messages_per_relay_cpu_s']:9.0f} msg per relay CPU-s",
+                f"through  {label:<19} {name:<7} {f['messages_per_s']:9.0f} msg/s {f['mb_per_s']:8.1f} MB/s  "
+                f"relay CPU {f['relay_cpu'] * 100:5.1f} %  "
+                f"{f['messages_per_relay_cpu_s']:9.0f} msg per relay CPU-s",
                 flush=True,
             )
     return results
@@ -555,7 +581,7 @@ def main() -> None:
     )
     parser.add_argument("--latency-seconds", type=float, default=10.0, help="per target and connection count")
     parser.add_argument("--rounds", type=int, default=10, help="interleaved slices per latency measurement")
-    parser.add_argument("--throughput-seconds", type=float, default=5.0)
+    parser.add_argument("--throughput-seconds", type=float, default=5.0, help="per target and shape")
     parser.add_argument("--no-nginx", action="store_true")
     parser.add_argument("--balance", action="store_true", help="also measure ring balance and movement")
     parser.add_argument("--json", type=Path, help="also write the figures here")
