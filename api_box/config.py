@@ -56,7 +56,7 @@ class Settings:
     redis_url: str = ""
     redis_prefix: str = "tether"
     redis_ttl_seconds: float = 86400.0
-    redis_timeout_seconds: float = 0.5  # one Redis operation (a restore, a write batch)
+    redis_timeout_seconds: float = 2.0  # a restore or a write batch, waits on a busy event loop included
     write_behind_queue: int = 65536  # turns waiting to be written
     write_behind_bytes: int = 256 * _MIB
     write_behind_batch: int = 128  # turns written per pipelined round trip, at most

@@ -123,7 +123,7 @@ class RedisColdStore:
         metrics: BoxMetrics,
         prefix: str = "tether",
         ttl_seconds: float = 86400.0,
-        op_timeout: float = 0.5,
+        op_timeout: float = 2.0,
         max_queue: int = 65536,
         max_bytes: int = 256 * 1024 * 1024,
         batch: int = 128,
@@ -162,7 +162,7 @@ class RedisColdStore:
 
     @classmethod
     def from_url(
-        cls, url: str, *, metrics: BoxMetrics, op_timeout: float = 0.5, **kwargs: Any
+        cls, url: str, *, metrics: BoxMetrics, op_timeout: float = 2.0, **kwargs: Any
     ) -> RedisColdStore:
         """A store on a new client for `url`; every socket operation is bounded by `op_timeout`, and the
         client never retries by itself (the writer does, so that it notices Redis being down)."""

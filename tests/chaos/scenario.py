@@ -262,7 +262,7 @@ async def lost_responses(
 ) -> set[str]:
     """The ids a surviving box cannot find (GET /v1/responses/{id}: memory, else Redis)."""
     headers = {"Authorization": f"Bearer {api_key}"}
-    semaphore = asyncio.Semaphore(32)
+    semaphore = asyncio.Semaphore(8)  # a lookup is a restore: keep the survivor's queue short
 
     async def missing(rid: str) -> bool:
         async with semaphore, http.get(f"{box_url}/v1/responses/{rid}", headers=headers) as answer:
