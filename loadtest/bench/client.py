@@ -45,6 +45,7 @@ from loadtest.workload import (
 SESSION_HEADER = "X-Session-Id"
 WS_MAX_MSG = 64 * 1024 * 1024
 EXIT_FAILED = 1
+STAGGER_SECONDS = 0.05
 Emit = Callable[[dict[str, Any]], None]
 
 
@@ -256,6 +257,7 @@ class Agent:
 
     async def do_runs(self, runs: int) -> None:
         """Run `runs` agent runs (a failed run is recorded and the next one starts)."""
+        await asyncio.sleep(self.index * STAGGER_SECONDS)  # agents in lock-step would batch every prefill
         for number in range(runs):
             if self.errors > self.job.max_errors:
                 return

@@ -148,9 +148,16 @@ class WebSocketAgent(AgentUser):
         )
 
     def close_run(self) -> None:
-        if self.ws is not None:
-            self.ws.close()
-            self.ws = None
+        # Not ws.close(): it waits for the server's close frame under a bare `except:` that would
+        # swallow the GreenletExit Locust stops users with, and the user would never stop.
+        ws, self.ws = self.ws, None
+        if ws is not None:
+            try:
+                ws.send_close()
+            except (OSError, websocket.WebSocketException):
+                pass  # the socket is already gone
+            finally:
+                ws.shutdown()  # type: ignore[no-untyped-call]
 
     def exchange(self, body: dict[str, Any], started: float) -> tuple[dict[str, Any], float | None, int]:
         if self.ws is None:

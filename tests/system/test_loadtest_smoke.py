@@ -1,0 +1,100 @@
+"""CI smoke of the load tests against the shared real cluster: a short headless Locust run and
+`tether bench --smoke`, each as its own process (tests never import Locust: it monkey-patches gevent).
+Both are bounded (a handful of users, seconds of load) so that neither can rot unnoticed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadtest.bench.netns import PREFIX, namespaces, unavailable
+from tether.supervisor import LocalCluster
+
+ROOT = Path(__file__).resolve().parents[2]
+BUDGET = 60  # seconds per smoke run
+
+
+def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=BUDGET,
+        check=False,
+    )
+
+
+def test_locust_headless_runs_all_three_agents_and_writes_csv(cluster: LocalCluster, tmp_path: Path) -> None:
+    assert cluster.router_url is not None
+    argv = [
+        sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless",
+        "-u", "3", "-r", "3", "-t", "6s", "--host", cluster.router_url, "--csv", str(tmp_path / "smoke"),
+        "--tool-calls", "2", "--tool-output-bytes", "512", "--only-summary", "--max-p95-ttft-ms", "5000",
+    ]  # fmt: skip
+    result = _run(argv, ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with (tmp_path / "smoke_stats.csv").open() as handle:
+        rows = {(row["Type"], row["Name"]): row for row in csv.DictReader(handle)}
+    for mode, kind in (("ws", "WS"), ("http_full", "HTTP"), ("http_chained", "HTTP")):
+        turns = rows[kind, f"{mode} turn"]
+        assert int(turns["Request Count"]) > 0
+        assert int(turns["Failure Count"]) == 0
+        assert int(rows["TTFT", mode]["Request Count"]) > 0
+
+
+def test_locust_fails_the_run_when_a_threshold_is_exceeded(cluster: LocalCluster, tmp_path: Path) -> None:
+    assert cluster.router_url is not None
+    argv = [
+        sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless",
+        "-u", "1", "-r", "1", "-t", "3s", "--host", cluster.router_url, "--tool-calls", "1",
+        "--only-summary", "--max-p95-ttft-ms", "0.001", "WebSocketAgent",
+    ]  # fmt: skip
+    result = _run(argv, ROOT)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "threshold exceeded: p95 time to first token" in result.stderr
+
+
+def test_tether_bench_smoke_measures_every_mode_and_agrees_with_the_metrics(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench"
+    argv = [sys.executable, "-m", "tether", "bench", "--smoke", "--base-url", cluster.base_url]
+    argv += ["--out", str(out)]
+    for url in cluster.metrics_urls.values():
+        argv += ["--metrics", url]
+    process = subprocess.Popen(
+        argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=BUDGET)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr[-3000:]
+    assert f"{PREFIX}{process.pid}-" not in " ".join(namespaces())  # no namespace left behind
+    results = json.loads((out / "results.json").read_text())
+    assert (out / "report.md").read_text().startswith("# Tether benchmark")
+    assert (out / "bytes_per_turn.png").stat().st_size > 0
+    links = ["loopback"] if unavailable() else ["loopback", "shaped"]
+    assert sorted(results["agent"]) == sorted(links)
+    for link in links:
+        per_mode = results["agent"][link]["2"]
+        assert sorted(per_mode) == ["http_chained", "http_full", "ws"]
+        for step in per_mode.values():
+            assert step["client"]["errors"] == 0
+            assert step["runs_summary"]["runs"] == 2
+            assert step["agreement"]["up_payload"] == pytest.approx(1.0, abs=0.02)
+            assert step["agreement"]["down_payload"] == pytest.approx(1.0, abs=0.02)
+            assert step["agreement"]["up_wire"] == pytest.approx(1.0, abs=0.02)
+    assert results["summary"]["upload_reduction"]["client_wire_per_run"] > 0
+    assert set(results["capacity"]) == {"ws", "http_full"}
+    assert "| target | goal | measured | met |" in stdout
