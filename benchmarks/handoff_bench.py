@@ -15,10 +15,13 @@ Without --redis-url a local `redis-server` is started on a free port (in memory,
 2. write-behind: `--write-turns` such turns appended as fast as possible: the cost of `append` on the
    turn's path, and turns/s and MB/s until flushed. Then appended at a steady `--rate` turns/s: the lag
    from append to written (what a box SIGKILL loses: turns completed less than this before the kill).
-3. latency: one `tether-api-box` + one `tether-gpu-worker` (sim, speed 0: no model time, so the box's own
-   cost is all there is), `--sessions` concurrent WebSocket agent sessions of `--turns` store:true turns
-   each; per-turn latency (create sent → response.completed received), Redis on and off in alternating
-   rounds (the box restarted each round). Target: Redis on adds ≤ 5% to p99.
+3. latency: one `tether-api-box` + one `tether-gpu-worker`, `--sessions` concurrent WebSocket agent
+   sessions of `--turns` store:true turns each; per-turn latency (create sent → response.completed
+   received), Redis on and off in alternating rounds (a fresh box each round). Two workloads:
+   - agent: the sim's H100 timing model (speed 1) and a tool that runs 50–150 ms between turns, the
+     shape of a real agent run; the target applies here: Redis on adds ≤ 5% to p99;
+   - saturated: speed 0 (no model time) and no tool time, every session sending its next turn at once:
+     the box's CPU is the bottleneck, so this shows what write-behind costs in CPU per turn.
 """
 
 from __future__ import annotations
@@ -129,12 +132,23 @@ def chain_turns(n: int, rng: random.Random, *, chain: str) -> list[TurnRecord]:
     base: TurnRecord | None = None
     for i in range(n):
         tokens = tuple(rng.randrange(200_000) for _ in range(TOKENS_PER_TURN))
+        previous = base.response_id if base else None
         turn = TurnRecord(
-            tenant="default", response_id=f"resp_{chain}_{i}", previous_response_id=base.response_id if base else None,
-            base_response_id=base.response_id if base else None, base_len=length, cache_key=f"ck_{chain}",
-            header_key=b"\x01" * 16, header_len=50, tokens=tokens, call_ids={f"call_{chain}_{i}": length + 10},
-            agent=AgentCounters(i, 1, True), created_at=time.time(), resource=RESOURCE, input_items=ITEMS,
-        )  # fmt: skip
+            tenant="default",
+            response_id=f"resp_{chain}_{i}",
+            previous_response_id=previous,
+            base_response_id=previous,
+            base_len=length,
+            cache_key=f"ck_{chain}",
+            header_key=b"\x01" * 16,
+            header_len=50,
+            tokens=tokens,
+            call_ids={f"call_{chain}_{i}": length + 10},
+            agent=AgentCounters(i, 1, True),
+            created_at=time.time(),
+            resource=RESOURCE,
+            input_items=ITEMS,
+        )
         turns.append(turn)
         length += len(tokens)
         base = turn
@@ -214,7 +228,10 @@ async def bench_write(url: str, count: int, rate: float) -> None:
         await store.close()
 
 
-async def agent_session(base: str, turns: int, latencies: list[float], index: int) -> None:
+async def agent_session(
+    base: str, turns: int, latencies: list[float], index: int, think: tuple[float, float]
+) -> None:
+    rng = random.Random(index)
     async with (
         aiohttp.ClientSession() as http,
         http.ws_connect(f"{base}/responses", headers={"Authorization": f"Bearer {KEY}"}) as ws,
@@ -240,24 +257,34 @@ async def agent_session(base: str, turns: int, latencies: list[float], index: in
             event["input"] = [
                 {"type": "function_call_output", "call_id": call["call_id"], "output": TOOL_OUTPUT}
             ]
+            if think[1] > 0:
+                await asyncio.sleep(rng.uniform(*think))  # the tool runs
 
 
-async def one_round(redis: str | None, sessions: int, turns: int) -> list[float]:
-    spec = ClusterSpec(boxes=1, workers=1, router=False, redis=redis, speed=0, port=0, stop_timeout=10)
+WORKLOADS = {"agent": (1.0, (0.05, 0.15)), "saturated": (0.0, (0.0, 0.0))}  # sim speed, tool time
+
+
+async def one_round(redis: str | None, sessions: int, turns: int, workload: str) -> list[float]:
+    speed, think = WORKLOADS[workload]
+    spec = ClusterSpec(boxes=1, workers=1, router=False, redis=redis, speed=speed, port=0, stop_timeout=10)
     latencies: list[float] = []
     async with LocalCluster(spec, sink=lambda *_: None) as cluster:
-        warm: list[float] = []
-        await asyncio.gather(*(agent_session(cluster.base_url, 3, warm, i) for i in range(sessions)))
-        await asyncio.gather(*(agent_session(cluster.base_url, turns, latencies, i) for i in range(sessions)))
+        base, warm = cluster.base_url, list[float]()
+        await asyncio.gather(*(agent_session(base, 3, warm, i, think) for i in range(sessions)))
+        await asyncio.gather(*(agent_session(base, turns, latencies, i, think) for i in range(sessions)))
     return latencies
 
 
-async def bench_latency(url: str, sessions: int, turns: int, rounds: int) -> None:
-    print(f"\n## turn latency, Redis off vs on ({sessions} sessions × {turns} turns, {rounds} rounds each)")
+async def bench_latency(url: str, sessions: int, turns: int, rounds: int, workload: str) -> None:
+    speed, think = WORKLOADS[workload]
+    print(
+        f"\n## turn latency, {workload}: Redis off vs on ({sessions} sessions × {turns} turns, sim speed "
+        f"{speed:g}, tool time {think[0] * 1000:.0f}–{think[1] * 1000:.0f} ms, {rounds} rounds each)"
+    )
     results: dict[str, list[list[float]]] = {"off": [], "on": []}
     for _ in range(rounds):
         for mode in ("off", "on"):
-            results[mode].append(await one_round(url if mode == "on" else None, sessions, turns))
+            results[mode].append(await one_round(url if mode == "on" else None, sessions, turns, workload))
     print("| Redis | p50 ms (median of rounds) | p99 ms (median of rounds) | p99 per round |")
     print("|---|---|---|---|")
     p99s = {}
@@ -282,12 +309,13 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--workloads", default="agent,saturated", help="latency workloads to run")
     args = parser.parse_args()
     with redis_server(args.redis_url) as url:
         asyncio.run(bench_restore(url, [int(n) for n in args.chains.split(",")], args.samples))
         asyncio.run(bench_write(url, args.write_turns, args.rate))
-        if not args.skip_latency:
-            asyncio.run(bench_latency(url, args.sessions, args.turns, args.rounds))
+        for workload in [] if args.skip_latency else args.workloads.split(","):
+            asyncio.run(bench_latency(url, args.sessions, args.turns, args.rounds, workload))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ The only module of the box that imports redis. Key layout (api_box/core/handoff.
 Every key expires `ttl` seconds after its chain's last write.
 
 Write-behind: `append` puts the turn in a bounded in-memory queue (turns and bytes) and returns at once:
-it never waits for Redis. One writer task takes up to `batch` turns and writes them in ONE round trip, a
+it never waits for Redis. One writer task (woken by an append, after `COALESCE_SECONDS` so that the
+turn's own terminal event goes out first) takes up to `batch` turns and writes them in ONE round trip, a
 Lua script run atomically (per turn: SET the response key, RPUSH the slim record; per chain: LTRIM and
 PEXPIRE) — one reply per batch instead of four per turn, which is what bounds a Python client's write
 rate. Beyond the bounds a turn is dropped (tether_box_write_behind_dropped_total{reason}: queue_full,
@@ -64,6 +65,9 @@ MAX_CHAIN_RECORDS = 4096  # list entries kept per chain (LTRIM)
 WHOLE_EVERY = 1024  # deltas after which a chain is written whole again (< MAX_CHAIN_RECORDS)
 MAX_TRACKED_CHAINS = 262_144  # chains whose persisted state this writer remembers (LRU)
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 1.0
+# A woken writer waits this long before taking a batch (unless a full batch is already queued): the turn
+# that woke it sends its terminal event first, and turns completing meanwhile share the round trip.
+COALESCE_SECONDS = 0.002
 _FAILURES = (RedisError, OSError, TimeoutError)
 _BATCH_BYTES = 8 * 1024 * 1024  # a batch holds at most this much (or one turn), so one round trip stays short
 _WRITE_RATE = 50e6  # bytes/s a write is allowed on top of the op timeout (big whole records)
@@ -344,6 +348,8 @@ class RedisColdStore:
             if not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
+                if len(self._queue) < self._batch:
+                    await asyncio.sleep(COALESCE_SECONDS)
                 continue
             self._inflight = self._take_batch()
             budget = self._op_timeout + sum(item.size for item in self._inflight) / _WRITE_RATE
