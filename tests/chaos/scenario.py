@@ -14,7 +14,7 @@ that loses its socket reconnects at once (then with backoff) and
 At the end every completed response is looked up on a surviving box (GET /v1/responses/{id}, restored
 from Redis): one that is not found is a lost turn. The report: sessions disrupted by the drain and by the
 kill, resumed (continued their chain) or fell back, turns lost per cause (0 for the drain), the loss
-window of the kill (how long before the kill the newest lost turn completed), and the time to resume
+window of the kill (how long before the kill the oldest lost turn completed), and the time to resume
 (socket lost → response.created of the next turn on the new socket), p50 and p99.
 """
 
@@ -242,7 +242,7 @@ class Report:
     fell_back: int  # disrupted sessions whose state was gone
     turns_lost_drain: int
     turns_lost_kill: int
-    kill_loss_window_s: float  # kill time − completion of the newest lost turn (0: none lost)
+    kill_loss_window_s: float  # kill time − completion of the oldest lost turn (0: none lost)
     resume_p50_s: float
     resume_p99_s: float
     retried_creates: int
@@ -356,7 +356,7 @@ def print_report(report: Report) -> None:
         f"disrupted: {report.disrupted_by_drain} by the drain, {report.disrupted_by_kill} by the kill; "
         f"resumed {report.resumed}, fell back {report.fell_back}; creates resent {report.retried_creates}\n"
         f"turns lost: drain {report.turns_lost_drain}, kill {report.turns_lost_kill} "
-        f"(newest lost turn completed {report.kill_loss_window_s * 1000:.1f} ms before the kill)\n"
+        f"(every lost turn completed within {report.kill_loss_window_s * 1000:.1f} ms before the kill)\n"
         f"time to resume: p50 {report.resume_p50_s * 1000:.1f} ms, p99 {report.resume_p99_s * 1000:.1f} ms\n"
         f"drained box exit status: {report.drained_box_exit}"
     )
