@@ -168,14 +168,17 @@ class RedisColdStore:
     def from_url(
         cls, url: str, *, metrics: BoxMetrics, op_timeout: float = 2.0, **kwargs: Any
     ) -> RedisColdStore:
-        """A store on a new client for `url`; every socket operation is bounded by `op_timeout`, and the
-        client never retries by itself (the writer does, so that it notices Redis being down)."""
+        """A store on a new client for `url`; every socket operation is bounded by `op_timeout`. The client
+        retries a command once, at once, on a broken connection (a pooled connection that a proxy or
+        Redis's own idle timeout closed), never on a timeout, and pings a connection idle for 30 s before
+        using it; beyond that the writer retries with backoff, and a restore is a miss."""
         client = aioredis.Redis.from_url(
             url,
             socket_timeout=op_timeout,
             socket_connect_timeout=op_timeout,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_timeout=False,
+            health_check_interval=30,
         )
         return cls(client, metrics=metrics, op_timeout=op_timeout, **kwargs)
 
