@@ -11,13 +11,13 @@ tools) is re-sent on every turn and never carried over from a previous response:
   worker's block-hash prefix cache still reuses what matches. Cost: O(history), as it must be.
 
 Tokens live in `array("I")` (4 bytes a token). The worker's output ids are appended on commit, so the
-box's copy equals what the worker holds; its digest (BlockDigest) is extended by the new tokens only and
-checked against the worker's Done digest (a mismatch makes the next turn a full resend, not a wrong delta).
+box's copy equals what the worker holds; its digest (the wire ChainDigest, keeping only the last block
+hash) is extended by the new tokens only and checked against the worker's Done digest (a mismatch
+makes the next turn a full resend, not a wrong delta).
 """
 
 from __future__ import annotations
 
-import sys
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -33,7 +33,7 @@ from api_box.core.protocol import (
     MessageItem,
 )
 from gpu_worker.wire import chat
-from gpu_worker.wire.chain import BLOCK_TOKENS, DIGEST_SIZE, fold_block
+from gpu_worker.wire.chain import ChainDigest
 from gpu_worker.wire.tokenizer import Special, encode
 
 # bpe-openai refuses one call that yields more than 200k tokens; a character is at most 4 UTF-8 bytes and
@@ -164,49 +164,6 @@ class AgentCounters:
         )
 
 
-class BlockDigest:
-    """The chain digest of gpu_worker/wire/chain.py (same fold, same value), extended a block at a time.
-
-    `ChainDigest.extend` walks token by token in Python; this folds whole 64-token slices and keeps only the
-    last block hash, so extending by n tokens costs n/64 hashes and no per-token Python work.
-    tests/unit/api_box/test_box_chain.py checks it equals `gpu_worker.wire.chain.digest_of` on any split.
-    """
-
-    __slots__ = ("_last", "_length", "_tail")
-
-    def __init__(self, tokens: Sequence[int] = ()) -> None:
-        self._last = b""
-        self._tail: array[int] = array("I")
-        self._length = 0
-        self.extend(tokens)
-
-    def __len__(self) -> int:
-        return self._length
-
-    def extend(self, tokens: Sequence[int]) -> None:
-        """Append tokens (any int sequence; array slices are cheapest)."""
-        at, n = 0, len(tokens)
-        if self._tail:
-            at = min(BLOCK_TOKENS - len(self._tail), n)
-            self._tail.extend(tokens[:at])
-            if len(self._tail) == BLOCK_TOKENS:
-                self._last = fold_block(self._last, self._tail)
-                self._tail = array("I")
-        while n - at >= BLOCK_TOKENS:
-            self._last = fold_block(self._last, tokens[at : at + BLOCK_TOKENS])
-            at += BLOCK_TOKENS
-        self._tail.extend(tokens[at:])
-        self._length += n
-
-    def digest(self) -> bytes:
-        """H(h[L // B] || tail || L), as gpu_worker.wire.chain.ChainDigest.digest."""
-        tail = array("I", self._tail)
-        if sys.byteorder == "big":  # the wire format is little-endian everywhere
-            tail.byteswap()
-        payload = self._last + tail.tobytes() + self._length.to_bytes(8, "little")
-        return blake2b(payload, digest_size=DIGEST_SIZE).digest()
-
-
 class ChainState:
     """One token chain: the box's copy of the tokens, their digest, and what the worker holds."""
 
@@ -236,7 +193,7 @@ class ChainState:
         self.header_key = header.key
         self.header_len = len(header.tokens)
         self.tokens = tokens
-        self.digest = BlockDigest(tokens)
+        self.digest = ChainDigest(tokens, keep_blocks=False)
         self.held_len = 0
         self.held_digest = b""
         self.call_ids: dict[str, int] = call_ids if call_ids is not None else {}

@@ -32,12 +32,18 @@ def fold_block(previous: bytes, block: Sequence[int]) -> bytes:
 
 
 class ChainDigest:
-    """Incremental digest of a growing token chain. Keeps one 16-byte hash per full block."""
+    """Incremental digest of a growing token chain.
 
-    __slots__ = ("_block_hashes", "_length", "_tail")
+    The worker keeps one 16-byte hash per full block (its prefix-cache keys); the box needs only the digest,
+    so `keep_blocks=False` keeps just the last block hash.
+    """
 
-    def __init__(self, tokens: Iterable[int] = ()) -> None:
+    __slots__ = ("_block_hashes", "_keep_blocks", "_last", "_length", "_tail")
+
+    def __init__(self, tokens: Iterable[int] = (), *, keep_blocks: bool = True) -> None:
+        self._keep_blocks = keep_blocks
         self._block_hashes: list[bytes] = []
+        self._last = b""
         self._tail: list[int] = []
         self._length = 0
         self.extend(tokens)
@@ -47,38 +53,40 @@ class ChainDigest:
 
     @property
     def block_hashes(self) -> Sequence[bytes]:
-        """h[1..k] for the k full blocks of the chain."""
+        """h[1..k] for the k full blocks of the chain (empty with keep_blocks=False)."""
         return self._block_hashes
 
     def extend(self, tokens: Iterable[int]) -> None:
         """Append tokens to the chain."""
         # Block-wise: fill the pending tail, then fold whole blocks straight from the packed input, so a
         # 100k-token chain costs ~1.5k hash calls and no per-token Python work.
-        pending = self._tail + list(tokens)
+        added = list(tokens)
+        pending = self._tail + added
         packed = _pack(pending)
         block_bytes = BLOCK_TOKENS * 4
         full = len(pending) // BLOCK_TOKENS
-        hashes = self._block_hashes
-        previous = hashes[-1] if hashes else b""
+        last = self._last
         for k in range(full):
-            previous = blake2b(
-                previous + packed[k * block_bytes : (k + 1) * block_bytes], digest_size=DIGEST_SIZE
+            last = blake2b(
+                last + packed[k * block_bytes : (k + 1) * block_bytes], digest_size=DIGEST_SIZE
             ).digest()
-            hashes.append(previous)
+            if self._keep_blocks:
+                self._block_hashes.append(last)
+        self._last = last
         self._tail = pending[full * BLOCK_TOKENS :]
-        self._length = len(hashes) * BLOCK_TOKENS + len(self._tail)
+        self._length += len(added)
 
     def digest(self) -> bytes:
         """The digest of the whole chain (DIGEST_SIZE bytes)."""
-        previous = self._block_hashes[-1] if self._block_hashes else b""
         return blake2b(
-            previous + _pack(self._tail) + self._length.to_bytes(8, "little"), digest_size=DIGEST_SIZE
+            self._last + _pack(self._tail) + self._length.to_bytes(8, "little"), digest_size=DIGEST_SIZE
         ).digest()
 
     def copy(self) -> ChainDigest:
         """An independent copy (for a fork of the chain)."""
-        other = ChainDigest()
+        other = ChainDigest(keep_blocks=self._keep_blocks)
         other._block_hashes = list(self._block_hashes)
+        other._last = self._last
         other._tail = list(self._tail)
         other._length = self._length
         return other

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from api_box.core.chain import (
     AgentCounters,
-    BlockDigest,
     ChainRef,
     HeaderCache,
     PendingTurn,
@@ -30,7 +29,7 @@ from api_box.core.protocol import (
     MessageItem,
 )
 from gpu_worker.wire import chat
-from gpu_worker.wire.chain import digest_of
+from gpu_worker.wire.chain import ChainDigest, digest_of
 from gpu_worker.wire.tokenizer import Special
 
 TOOLS = (FunctionTool("read", "Read a file", {"type": "object"}),)
@@ -228,8 +227,8 @@ def test_header_rendering_and_cache() -> None:
 
 
 @given(st.lists(st.integers(0, 2**32 - 1), max_size=300), st.lists(st.integers(0, 300), max_size=6))
-def test_block_digest_equals_the_wire_digest_on_any_split(tokens: list[int], cuts: list[int]) -> None:
-    digest = BlockDigest()
+def test_the_box_digest_equals_the_full_digest_on_any_split(tokens: list[int], cuts: list[int]) -> None:
+    digest = ChainDigest(keep_blocks=False)
     start = 0
     for cut in sorted(c for c in cuts if c <= len(tokens)):
         digest.extend(array("I", tokens[start:cut]))
@@ -237,4 +236,5 @@ def test_block_digest_equals_the_wire_digest_on_any_split(tokens: list[int], cut
     digest.extend(tokens[start:])
     assert digest.digest() == digest_of(tokens)
     assert len(digest) == len(tokens)
-    assert BlockDigest(tokens).digest() == digest_of(tokens)
+    assert ChainDigest(tokens, keep_blocks=False).digest() == digest_of(tokens)
+    assert not digest.block_hashes
