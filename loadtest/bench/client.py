@@ -46,6 +46,8 @@ SESSION_HEADER = "X-Session-Id"
 WS_MAX_MSG = 64 * 1024 * 1024
 EXIT_FAILED = 1
 STAGGER_SECONDS = 0.05
+WARM_SLOTS = 4  # steady warm-ups in flight at once
+WARMUP_TIMEOUT = 300.0
 Emit = Callable[[dict[str, Any]], None]
 
 
@@ -221,8 +223,16 @@ class _HttpChannel:
 class Agent:
     """One simulated agent: its own keep-alive session (and byte counter), runs in sequence."""
 
-    def __init__(self, index: int, job: ClientJob, clock: Callable[[], float], emit: Emit) -> None:
+    def __init__(
+        self,
+        index: int,
+        job: ClientJob,
+        clock: Callable[[], float],
+        emit: Emit,
+        warm_slots: asyncio.Semaphore | None = None,
+    ) -> None:
         self.index, self.job, self.clock, self.emit = index, job, clock, emit
+        self.warm_slots = warm_slots  # steady jobs: bounds the warm-ups that prefill at once
         self.counter = ByteCounter()
         self.turns: list[TurnRecord] = []
         self.runs: list[RunRecord] = []
@@ -295,7 +305,11 @@ class Agent:
                     if self.renew and not first:
                         self.renew = False
                         break  # the next run starts a fresh conversation
-                await self._turn(run, channel, number, before, warmup=steady and first)
+                if steady and first and self.warm_slots is not None:
+                    async with self.warm_slots:
+                        await self._turn(run, channel, number, before, warmup=True)
+                else:
+                    await self._turn(run, channel, number, before, warmup=steady and first)
                 if steady and first:
                     self.warm.set()
                     if self.hold:
@@ -331,7 +345,9 @@ class Agent:
         body = run.next_body()
         start = self.clock()
         sent_at = time.perf_counter()
-        async with asyncio.timeout(self.job.turn_timeout):
+        # A warm-up prefills the whole synthetic history (seconds on the simulated GPU, behind others).
+        timeout = max(self.job.turn_timeout, WARMUP_TIMEOUT) if warmup else self.job.turn_timeout
+        async with asyncio.timeout(timeout):
             exchange = await channel.exchange(body, sent_at)
         seconds = time.perf_counter() - sent_at
         result = run.record(exchange.response)
@@ -419,8 +435,9 @@ async def _add_agents(
             agent.warm.clear()
             agent.gate.set()
             warming.append(agent)
+    slots = agents[0].warm_slots if agents else asyncio.Semaphore(WARM_SLOTS)
     while len(agents) < wanted:
-        agent = await stack.enter_async_context(Agent(len(agents), job, clock, emit))
+        agent = await stack.enter_async_context(Agent(len(agents), job, clock, emit, slots))
         agent.hold = True
         agents.append(agent)
         warming.append(agent)

@@ -42,7 +42,8 @@ from loadtest.workload import AgentShape, Mode
 SCRAPE_TIMEOUT = 10.0
 READY_TIMEOUT = 300.0
 SETTLE_SECONDS = 1.0
-RENEW_GROWTH = 1.1  # a steady conversation this much past its history starts afresh between steps
+RENEW_GROWTH = 1.3  # a steady conversation this much past its history starts afresh between steps
+QUIET_TIMEOUT = 60.0
 RENEW_SLACK_TOKENS = 2000
 OVERHEAD_PINGS = 300
 KV_BUDGET_FLOOR = 400_000
@@ -120,7 +121,13 @@ class Bench:
         )
         most_agents = max([s.concurrency, *s.capacity_levels]) + 2
         budget = max(KV_BUDGET_FLOOR, most_agents * (s.capacity_tokens + 60_000) * 2)
-        environ = {**os.environ, "TETHER_WORKER_KV_BUDGET_TOKENS": str(budget)}
+        # Steady conversations grow past their synthetic history (up to RENEW_GROWTH x, then renewed).
+        prompt = max(131_072, int(s.capacity_tokens * 2) + 65_536)
+        environ = {
+            **os.environ,
+            "TETHER_WORKER_KV_BUDGET_TOKENS": str(budget),
+            "TETHER_WORKER_MAX_PROMPT_TOKENS": str(prompt),
+        }
         self.say(f"bench: starting a cluster ({s.boxes} box, {s.workers} worker, sim speed {s.speed:g})")
         cluster = LocalCluster(spec, sink=lambda *_: None, environ=environ)
         await stack.enter_async_context(cluster)
@@ -129,6 +136,7 @@ class Bench:
             "started": True,
             "spec": {k: v for k, v in asdict(spec).items() if k != "api_key"},
             "worker_kv_budget_tokens": budget,
+            "worker_max_prompt_tokens": prompt,
             "base_url": cluster.base_url,
         }
         self._pin(cluster.pids, cluster.names("box"))
@@ -255,6 +263,7 @@ class Bench:
         total = job.agents * job.runs * job.shape.turns
         with tqdm(total=total, desc=desc, unit="turn", leave=False, mininterval=0.5, disable=None) as bar:
             child.on_turn = lambda _event: bar.update(1)
+            await self._quiet()
             before = await self.scrape()
             await child.start()
             try:
@@ -349,6 +358,7 @@ class Bench:
         job = replace(self._job(base_url, mode, shape, 1, 0, f"h{tokens}"), renew_above_tokens=renew)
         child = JsonLinesChild(f"steady {mode} H={tokens}", client_argv(job, None), self.cpus_rest)
         steps: list[dict[str, Any]] = []
+        await self._quiet()
         await child.start()
         try:
             for level in sorted(set(levels)):
@@ -387,6 +397,22 @@ class Bench:
             f"box cpu {step['box_cores']:.2f} cores, {step['box_cpu_ms_per_turn']:.1f} ms/turn"
         )
         return step
+
+    async def _quiet(self) -> None:
+        """Wait until the workers run and queue nothing (what a previous step left is not measured)."""
+        deadline = time.monotonic() + QUIET_TIMEOUT
+        while time.monotonic() < deadline:
+            snap = await self.scrape()
+            busy = sum(
+                value
+                for (target, name, _), value in snap.samples.items()
+                if snap.kinds.get(target) == "worker"
+                and name in ("tether_worker_running_sequences", "tether_worker_queue_depth")
+            )
+            if not busy:
+                return
+            await asyncio.sleep(0.2)
+        self.results["meta"].setdefault("problems", []).append("the workers did not go idle between steps")
 
     def _meta(self) -> dict[str, Any]:
         return {
