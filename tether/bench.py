@@ -17,6 +17,7 @@ import asyncio
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 _FIELDS_WITH_LISTS = {
@@ -72,6 +73,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     cap.add_argument("--slo-ttft-ms", type=float, help="p99 TTFT bound of the capacity (default 500)")
     run = p.add_argument_group("run")
     run.add_argument("--out", help="output folder (default results/bench-<UTC time>)")
+    run.add_argument(
+        "--report-only", metavar="DIR", help="redraw DIR/report.md and charts from DIR/results.json"
+    )
     run.add_argument("--no-plots", dest="plots", action="store_false", default=None)
     run.add_argument("--deadline", type=float, help="seconds for the whole benchmark (default 1800)")
     run.add_argument("--turn-timeout", type=float, help="seconds per turn before it counts as failed")
@@ -117,13 +121,15 @@ def run(
 ) -> int:
     """Run `tether bench` (`argv`: the command line after `tether`, for the report); the exit status."""
     try:
-        from loadtest.bench.entry import run_bench
+        from loadtest.bench.entry import rewrite_report, run_bench
         from loadtest.bench.settings import BenchConfigError
     except ImportError as exc:  # the loadtest extra is missing
         print(
             f"tether bench needs the loadtest extra (pip install 'tether[loadtest]'): {exc}", file=sys.stderr
         )
         return 1
+    if args.report_only:
+        return rewrite_report(Path(args.report_only))
     try:
         settings = settings_from_args(args, environ)
     except (BenchConfigError, ValueError) as exc:

@@ -72,3 +72,14 @@ def _write_partial(bench: Bench) -> None:
     with contextlib.suppress(OSError, TypeError):
         bench.out.mkdir(parents=True, exist_ok=True)
         (bench.out / "partial.json").write_bytes(orjson.dumps(bench.results, option=orjson.OPT_NON_STR_KEYS))
+
+
+def rewrite_report(out: Path, *, say: Callable[[str], None] = _say) -> int:
+    """Redraw report.md and the charts of an earlier run from its results.json; the exit status."""
+    try:
+        results = orjson.loads((out / "results.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        print(f"cannot read {out / 'results.json'}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    write_outputs(results, out, plots=True, say=say)
+    return 0

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
 from loadtest.bench.report import upload
 from loadtest.bench.stats import cumulative, per_turn_index
@@ -58,6 +59,19 @@ def _title(ax: Axes, text: str) -> None:
     ax.grid(True, alpha=0.3)
 
 
+def _plain_log(ax: Axes) -> None:
+    """Log axes labelled 20, 50, 100 rather than 2 x 10^1."""
+    for axis in (ax.xaxis, ax.yaxis):
+        formatter = ScalarFormatter()
+        formatter.set_scientific(False)
+        axis.set_major_formatter(formatter)
+        axis.set_minor_formatter(NullFormatter())
+
+
+def _integer_turns(ax: Axes) -> None:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def bytes_per_turn(results: Results) -> Figure | None:
     """Upload (solid) and download (dotted) wire bytes per turn, per mode."""
     link = _first_link(results)
@@ -84,6 +98,7 @@ def bytes_per_turn(results: Results) -> Figure | None:
                 label=f"{mode} down",
             )
     ax.set_xlabel("turn")
+    _integer_turns(ax)
     ax.set_ylabel("KiB per turn (wire, client side)")
     _title(ax, f"Bytes per turn, T = {results['meta']['settings']['headline_tool_calls']}, {link}")
     ax.legend(fontsize=7)
@@ -108,6 +123,7 @@ def cumulative_upload(results: Results) -> Figure | None:
                 marker=".",
             )
     ax.set_xlabel("turn")
+    _integer_turns(ax)
     ax.set_ylabel("KiB uploaded so far (wire)")
     _title(ax, "Cumulative upload over one agent run")
     ax.legend(fontsize=8)
@@ -133,6 +149,7 @@ def ttft_per_turn(results: Results) -> Figure | None:
                     marker=".",
                 )
         ax.set_xlabel("turn")
+        _integer_turns(ax)
         ax.set_ylabel("TTFT ms (client side)")
         _title(ax, f"Time to first token per turn, {link}")
         ax.legend(fontsize=7)
@@ -163,6 +180,7 @@ def run_time_vs_tool_calls(results: Results) -> Figure | None:
                     label=f"{mode}, {link}",
                 )
     ax.set_xlabel("tool calls per run (T)")
+    _integer_turns(ax)
     ax.set_ylabel("run time, s (mean)")
     _title(ax, "Agent run time against tool calls")
     ax.legend(fontsize=7)
@@ -191,6 +209,7 @@ def box_cpu_vs_history(results: Results) -> Figure | None:
             )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_log(ax)
     ax.set_xlabel("history, input tokens per turn (mean)")
     ax.set_ylabel("box CPU ms per turn (scraped)")
     _title(ax, "API box CPU per turn against history size")
@@ -220,6 +239,7 @@ def capacity_chart(results: Results) -> Figure | None:
     ax.axhline(slo, color="grey", linestyle="--", linewidth=1, label=f"SLO {slo:g} ms")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_log(ax)
     ax.set_xlabel("agent turns/s (labels: concurrent agents)")
     ax.set_ylabel("TTFT p99, ms")
     tokens = results["meta"]["settings"]["capacity_tokens"]

@@ -1,0 +1,45 @@
+"""`tether bench` flags over TETHER_BENCH_* variables (parsing only: nothing runs)."""
+
+from __future__ import annotations
+
+import pytest
+
+from loadtest.bench.settings import SMOKE, BenchConfigError
+from tether.bench import settings_from_args
+from tether.cli import build_parser
+
+
+def test_flags_override_the_environment_and_the_smoke_preset() -> None:
+    args = build_parser().parse_args(
+        ["bench", "--smoke", "-c", "3", "--modes", "ws,http_full", "--tool-calls", "1,4", "--no-pin"]
+    )
+    settings = settings_from_args(args, {"TETHER_BENCH_CONCURRENCY": "9", "TETHER_BENCH_RTT_MS": "40"})
+    assert settings.concurrency == 3  # the flag beats the variable
+    assert settings.rtt_ms == 40.0  # the variable beats the default
+    assert settings.modes == ("ws", "http_full")
+    assert settings.tool_calls == (1, 4)
+    assert settings.pin is False
+    assert settings.deadline == SMOKE["deadline"]
+
+
+def test_metrics_urls_repeat() -> None:
+    args = build_parser().parse_args(
+        [
+            "bench",
+            "--base-url",
+            "http://h:1/v1",
+            "--metrics",
+            "http://h:2/metrics",
+            "--metrics",
+            "http://h:3/metrics",
+        ]
+    )
+    settings = settings_from_args(args, {})
+    assert settings.metrics == ("http://h:2/metrics", "http://h:3/metrics")
+    assert not settings.starts_cluster
+
+
+def test_a_bad_flag_value_is_a_config_error() -> None:
+    args = build_parser().parse_args(["bench", "--links", "wifi"])
+    with pytest.raises(BenchConfigError, match="links"):
+        settings_from_args(args, {})
