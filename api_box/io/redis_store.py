@@ -266,10 +266,12 @@ class RedisColdStore:
         return True
 
     async def close(self) -> None:
-        """Flush within the flush budget, then stop the writer (what is left is dropped) and disconnect."""
+        """Flush within the flush budget (unless Redis is down), then stop the writer (what is left is
+        dropped) and disconnect."""
         if self._closed:
             return
-        flushed = await self.flush()
+        # With Redis down (the drain's flush already waited), spend no more of the shutdown budget.
+        flushed = await self.flush() if self._up or not self.pending else False
         self._closed = True
         if self._writer is not None:
             self._writer.cancel()
