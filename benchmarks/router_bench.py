@@ -293,6 +293,7 @@ async def latency_runs(
             "mean_us": statistics.fmean(values) * 1e6,
             "slice_p50_us": statistics.median(percentile(s, 0.50) for s in filled) * 1e6,
             "slice_p99_us": statistics.median(percentile(s, 0.99) for s in filled) * 1e6,
+            "each_slice_p99_us": [round(percentile(s, 0.99) * 1e6, 1) for s in filled],
         }
     return figures
 
@@ -584,6 +585,9 @@ def main() -> None:
     parser.add_argument("--throughput-seconds", type=float, default=5.0, help="per target and shape")
     parser.add_argument("--no-nginx", action="store_true")
     parser.add_argument("--balance", action="store_true", help="also measure ring balance and movement")
+    parser.add_argument(
+        "--ring-only", action="store_true", help="only the ring figures (no relays, no nginx)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     try:
@@ -596,6 +600,13 @@ def main() -> None:
     args.connections = [int(c) for c in args.connections.split(",")]
     if args.quick:
         args.latency_seconds, args.throughput_seconds = 1.5, 1.0
+    if args.ring_only:
+        results: dict = {"ring_lookup": ring_lookup_figures()}
+        for members, f in results["ring_lookup"].items():
+            print(f"ring lookup {members}: mean {f['mean_us']:.2f} µs (CPU {f['cpu_mean_us']:.2f} µs)")
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return
     relay_core = None if args.relay_core < 0 else args.relay_core
     load_core = None if args.load_core < 0 else args.load_core
     if load_core is not None:

@@ -186,8 +186,23 @@ class HashRing:
         return 0 if index == len(points) else index
 
     def lookup(self, key: str) -> str:
-        """The member that owns `key`. Raises EmptyRing when there are no members."""
-        return self._members[self._points[self._start(key)] & _INDEX_MASK]
+        """The member that owns `key`. Raises EmptyRing when there are no members.
+
+        `_start` and `key_hash` inlined: this runs once per routed connection, and the two calls cost
+        about a tenth of the lookup."""
+        points = self._points
+        if not points:
+            raise EmptyRing("the ring has no members")
+        try:
+            data = key.encode()
+        except UnicodeEncodeError:
+            data = key.encode("utf-8", "surrogatepass")
+        position = _FIRST_U64(blake2b(data).digest())[0] >> _DROP_BITS
+        buckets, bucket = self._buckets, position >> self._bucket_shift
+        index = bisect_right(
+            points, position << _INDEX_BITS | _INDEX_MASK, buckets[bucket], buckets[bucket + 1]
+        )
+        return self._members[points[index if index < len(points) else 0] & _INDEX_MASK]
 
     def successors(self, key: str) -> Iterator[str]:
         """Every member once, in ring order from the owner of `key` (the failover order)."""
