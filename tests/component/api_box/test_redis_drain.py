@@ -130,7 +130,7 @@ async def test_drain_finishes_in_flight_work_then_closes_with_1012_and_hands_off
 
 
 async def test_a_create_after_the_close_decision_is_not_run_and_redis_down_still_ends_the_drain(
-    make_box: Boxes, local_redis: Callable[[], LocalRedis], fake_pool: FakeWorkerPool
+    local_redis: Callable[[], LocalRedis], make_box: Boxes, fake_pool: FakeWorkerPool
 ) -> None:
     server = local_redis()
     box = await make_box(server.url, "box-a", write_behind_flush_seconds=0.5)

@@ -156,7 +156,7 @@ async def test_other_tenants_and_store_false_responses_are_not_found(make_box: B
 
 
 async def test_redis_down_keeps_live_sessions_and_recovers_without_a_restart(
-    make_box: Boxes, local_redis: Callable[[], LocalRedis]
+    local_redis: Callable[[], LocalRedis], make_box: Boxes
 ) -> None:
     server = local_redis()
     box_a, box_b = await make_box(server.url, "box-a"), await make_box(server.url, "box-b")

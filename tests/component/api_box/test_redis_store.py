@@ -212,7 +212,7 @@ async def test_delete_forgets_a_response_but_not_its_descendants(
 
 
 async def test_the_queue_is_bounded_and_a_dropped_chain_is_written_whole_next(
-    make_store: StoreFactory, local_redis: Callable[[], LocalRedis]
+    local_redis: Callable[[], LocalRedis], make_store: StoreFactory
 ) -> None:
     server = local_redis()
     clock = Clock()
@@ -237,7 +237,7 @@ async def test_the_queue_is_bounded_and_a_dropped_chain_is_written_whole_next(
 
 
 async def test_redis_down_then_back_recovers_without_a_restart(
-    make_store: StoreFactory, local_redis: Callable[[], LocalRedis]
+    local_redis: Callable[[], LocalRedis], make_store: StoreFactory
 ) -> None:
     server = local_redis()
     store = await make_store(server.url, op_timeout=0.3)
