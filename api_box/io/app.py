@@ -61,7 +61,7 @@ def build_app(
         settings=settings,
         pool=worker_pool,
         store=SessionStore(settings.session_store_bytes),
-        cold=cold_store if cold_store is not None else _cold_store(settings, metrics),
+        cold=cold_store if cold_store is not None else _cold_store(settings, metrics, registry),
         metrics=metrics,
     )
     state = BoxState(
@@ -85,8 +85,11 @@ def build_app(
     return app
 
 
-def _cold_store(settings: Settings, metrics: BoxMetrics) -> ColdStore:
+def _cold_store(settings: Settings, metrics: BoxMetrics, registry: CollectorRegistry) -> ColdStore:
     if not settings.redis_url:
+        # No Redis configured is not "Redis down": without this gauge the TetherRedisUnreachable alert
+        # (tether_box_redis_up == 0) stays silent for a box that runs without a cold store by design.
+        registry.unregister(metrics.redis_up)
         return NullColdStore()
     return RedisColdStore.from_url(
         settings.redis_url,
