@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Literal
 
 from router.core.errors import ConfigError
@@ -135,10 +135,6 @@ class Settings:
     def static_members(self) -> tuple[Member, ...]:
         """The static member list (`boxes`), or () for the other sources."""
         return parse_boxes(self.boxes) if self.boxes else ()
-
-    def with_ports(self, port: int, admin_port: int) -> Settings:
-        """A copy with the ports that were actually bound (after asking for port 0)."""
-        return replace(self, port=port, admin_port=admin_port)
 
 
 def _is_host(value: str) -> bool:

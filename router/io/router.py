@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from router.config import Settings
-from router.core.errors import EmptyRing, NoUpstream, Overloaded, RouterError
+from router.core.errors import ConfigError, EmptyRing, NoUpstream, Overloaded, RouterError
 from router.core.hashring import HashRing
 from router.core.head import Mode, RequestHead, close_after_one, key_digest, mode_of, routing_key
 from router.core.membership import Member, ring_weights
@@ -155,7 +155,11 @@ class Router:
                 continue
             weights = ring_weights(wanted)
             if weights != dict(self.ring.weights):
-                ring = await asyncio.to_thread(HashRing, weights, vnodes=self.settings.vnodes)
+                try:
+                    ring = await asyncio.to_thread(HashRing, weights, vnodes=self.settings.vnodes)
+                except ConfigError as exc:  # e.g. more members than a ring holds: keep the current ring
+                    log.error("membership rejected, the ring keeps its %d members: %s", len(self.ring), exc)
+                    continue
                 if self._wanted != wanted:
                     continue  # a newer membership arrived while building
                 self._swap_ring(ring)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 
 import aiohttp
@@ -320,7 +321,9 @@ async def test_drain_waits_for_connections_then_drops_the_rest(boxes: StartBoxes
         await asyncio.open_connection("127.0.0.1", running.port)
 
 
-async def test_membership_changes_swap_the_ring(boxes: StartBoxes, routers: StartRouter) -> None:
+async def test_membership_changes_swap_the_ring(
+    boxes: StartBoxes, routers: StartRouter, caplog: pytest.LogCaptureFixture
+) -> None:
     started = await boxes(3)
     members = [Member(b.name, "127.0.0.1", b.port) for b in started]
     running = await routers(router_settings(started[0].spec), source=StaticSource(members[:2]))
@@ -340,3 +343,14 @@ async def test_membership_changes_swap_the_ring(boxes: StartBoxes, routers: Star
         is None
     )
     assert metric(running, "tether_router_ring_changes_total") == 2
+    # a membership the ring cannot take (an unprintable name) is refused; the ring keeps serving
+    with caplog.at_level(logging.ERROR, logger="router"):
+        running.router.set_members([*members, Member("bad\nname", "127.0.0.1", 1)])
+        async with asyncio.timeout(10):
+            while "membership rejected" not in caplog.text:  # no event to wait on: the refusal only logs
+                await asyncio.sleep(0.01)
+    assert running.router.ring.version == second
+    running.router.set_members(members[:1])  # and the applier still applies the next one
+    async with asyncio.timeout(10):
+        await running.router.wait_ring_change()
+    assert running.router.ring.members == (members[0].name,)

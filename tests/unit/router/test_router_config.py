@@ -63,8 +63,3 @@ def test_bad_values_fail_loudly(env: dict[str, str]) -> None:
 def test_unknown_override_fails() -> None:
     with pytest.raises(ConfigError):
         Settings.from_env({"TETHER_ROUTER_BOXES": "a=h:1"}, colour="blue")
-
-
-def test_with_ports() -> None:
-    settings = Settings.from_env({"TETHER_ROUTER_BOXES": "a=h:1"}).with_ports(1234, 5678)
-    assert (settings.port, settings.admin_port) == (1234, 5678)
