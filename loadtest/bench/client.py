@@ -19,6 +19,7 @@ Every loop is bounded: turns per run (T + 2), runs, errors (`max_errors`), and t
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import sys
 import time
@@ -170,6 +171,22 @@ class _WsChannel:
             if kind in TERMINAL_EVENTS:
                 return _Exchange(event["response"], ttft, len(frame), down)
 
+    async def idle_until(self, release: asyncio.Event) -> None:
+        """Wait for `release` while answering the server's pings: aiohttp pongs only inside receive(),
+        and a connection that stops answering is closed by the server's heartbeat."""
+        waiter = asyncio.ensure_future(release.wait())
+        try:
+            while not release.is_set() and self.ws is not None:
+                reader = asyncio.ensure_future(self.ws.receive())
+                await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if not reader.done():
+                    reader.cancel()
+                    await asyncio.gather(reader, return_exceptions=True)
+                elif reader.result().type != aiohttp.WSMsgType.TEXT:
+                    raise TurnFailed(f"websocket {reader.result().type.name.lower()} while the agent waited")
+        finally:
+            waiter.cancel()
+
     async def close(self) -> None:
         if self.ws is not None:
             with contextlib.suppress(Exception):
@@ -187,6 +204,10 @@ class _HttpChannel:
 
     async def open(self, session_id: str) -> None:
         self.session_id = session_id
+
+    async def idle_until(self, release: asyncio.Event) -> None:
+        """Wait for `release` (a pooled HTTP connection needs nothing meanwhile)."""
+        await release.wait()
 
     async def exchange(self, body: dict[str, Any], sent_at: float) -> _Exchange:
         payload = dumps(body)
@@ -237,6 +258,7 @@ class Agent:
         self.turns: list[TurnRecord] = []
         self.runs: list[RunRecord] = []
         self.errors = 0
+        self.error_samples: collections.deque[str] = collections.deque(maxlen=3)
         self.last_input_tokens = 0
         # Steady agents only: `warm` is set once the current conversation's first turn is done; the
         # gate parks the agent between turns (set = may run); `hold` parks it right after its warm-up;
@@ -283,10 +305,10 @@ class Agent:
         self.warm.set()  # never leave a waiter hanging on an agent that gave up
         self.parked.set()
 
-    async def _pass_gate(self) -> None:
+    async def _pass_gate(self, channel: _WsChannel | _HttpChannel) -> None:
         if not self.gate.is_set():
             self.parked.set()
-            await self.gate.wait()
+            await channel.idle_until(self.gate)
             self.parked.clear()
 
     async def _one_run(self, number: int, *, steady: bool) -> None:
@@ -296,20 +318,24 @@ class Agent:
         start = self.clock()
         error: str | None = None
         before = self.counter.snapshot()
+        # A steady agent's first turn uploads its whole history (in every mode): a warm-up, and at most
+        # WARM_SLOTS of them prefill at once; the slot is taken before the connection opens.
+        slot = self.warm_slots if steady else None
         try:
+            if slot is not None:
+                await slot.acquire()
             await channel.open(run_id)
-            first = True  # a steady agent's first turn uploads its history in every mode: warm-up
+            first = True
             while True:
                 if steady:
-                    await self._pass_gate()
+                    await self._pass_gate(channel)
                     if self.renew and not first:
                         self.renew = False
                         break  # the next run starts a fresh conversation
-                if steady and first and self.warm_slots is not None:
-                    async with self.warm_slots:
-                        await self._turn(run, channel, number, before, warmup=True)
-                else:
-                    await self._turn(run, channel, number, before, warmup=steady and first)
+                await self._turn(run, channel, number, before, warmup=steady and first)
+                if slot is not None:
+                    slot.release()
+                    slot = None
                 if steady and first:
                     self.warm.set()
                     if self.hold:
@@ -326,8 +352,11 @@ class Agent:
         except (TurnFailed, WorkloadError, aiohttp.ClientError, TimeoutError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:300]
             self.errors += 1
+            self.error_samples.append(error)
             self._record_failure(number, run.turn + 1, start, before, error)
         finally:
+            if slot is not None:
+                slot.release()
             await channel.close()
         if not steady:
             seconds = self.clock() - start
@@ -479,7 +508,15 @@ async def _steady(
             name = command.get("cmd")
             if name == "agents":
                 await _add_agents(job, agents, tasks, stack, clock, emit, min(int(command["n"]), 1024))
-                emit({"event": "ready", "agents": len(agents), "errors": sum(a.errors for a in agents)})
+                samples = sorted({e for a in agents for e in a.error_samples})[:5]
+                emit(
+                    {
+                        "event": "ready",
+                        "agents": len(agents),
+                        "errors": sum(a.errors for a in agents),
+                        "samples": samples,
+                    }
+                )
             elif name == "window":
                 start = clock()
                 await asyncio.sleep(float(command["seconds"]))

@@ -182,6 +182,10 @@ def _row(*cells: str) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _header(*cells: str) -> list[str]:
+    return [_row(*cells), "|" + "---|" * len(cells)]
+
+
 def _met(value: float | None, bound: float) -> str:
     if value is None:
         return "not measured"
@@ -273,9 +277,17 @@ def _agent_tables(results: Results) -> list[str]:
         lines += [
             f"## Agent runs, {link} link",
             "",
-            _row("T", "mode", "runs", "run time mean s", "TTFT p50 ms", "TTFT p99 ms", "upload/run B")[:-2]
-            + " | download/run B | errors |",
-            "|---|---|---|---|---|---|---|---|---|",
+            *_header(
+                "T",
+                "mode",
+                "runs",
+                "run time mean s",
+                "TTFT p50 ms",
+                "TTFT p99 ms",
+                "upload/run B",
+                "download/run B",
+                "errors",
+            ),
         ]
         for t, per_mode in sorted(per_t.items(), key=lambda kv: int(kv[0])):
             for mode in MODES:
@@ -365,11 +377,18 @@ def _capacity_section(results: Results, summary: Mapping[str, Any]) -> list[str]
     lines = [
         f"## Capacity at {tokens:,}-token histories",
         "",
-        _row(
-            "mode", "agents", "turns/s", "TTFT p99 ms", "box cores", "box CPU ms/turn", "turns/s per box core"
-        )[:-2]
-        + " | SLO met |",
-        "|---|---|---|---|---|---|---|---|",
+        *_header(
+            "mode",
+            "agents",
+            "turns/s",
+            "TTFT p99 ms",
+            "box cores",
+            "box CPU ms/turn",
+            "turns/s per box core",
+            "SLO met",
+            "worker cores",
+            "router cores",
+        ),
     ]
     for mode in MODES:
         for s in cap.get(mode) or []:
@@ -383,6 +402,8 @@ def _capacity_section(results: Results, summary: Mapping[str, Any]) -> list[str]
                     f"{s['box_cpu_ms_per_turn']:.2f}",
                     _num(s["turns_per_box_core_second"], ".1f"),
                     "yes" if s["slo_met"] else "no",
+                    _num(s.get("worker_cores"), ".2f"),
+                    _num(s.get("router_cores"), ".2f"),
                 )
             )
     c = summary.get("capacity") or {}

@@ -389,6 +389,7 @@ class Bench:
         step = self._step(after.minus(before), turns)
         span = window["end"] - window["start"]
         step.update(agents=level, seconds=span, warmup_errors=ready.get("errors", 0), turns=turns)
+        step["error_samples"] = ready.get("samples", [])
         step.update(throughput(step, span, self.settings.slo_ttft_ms / 1000))
         c = step["client"]
         p99 = f"{c['ttft_p99'] * 1000:.0f} ms" if c["ttft_p99"] is not None else "-"
@@ -474,9 +475,12 @@ def throughput(step: dict[str, Any], seconds: float, slo: float) -> dict[str, An
     p99 = step["client"]["ttft_p99"]
     cores = cpu / seconds if seconds else 0.0
     rate = turns / seconds if seconds else 0.0
+    seconds = seconds or 1.0
     return {
         "turns_per_second": rate,
         "box_cores": cores,
+        "worker_cores": step["metrics"]["worker_cpu_seconds"] / seconds,
+        "router_cores": step["metrics"]["router_cpu_seconds"] / seconds,
         "box_cpu_ms_per_turn": cpu / turns * 1000 if turns else 0.0,
         "turns_per_box_core_second": rate / cores if cores else None,
         "slo_met": bool(turns) and p99 is not None and p99 <= slo and not step["client"]["errors"],
