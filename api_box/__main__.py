@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from api_box.config import Settings
 from api_box.io.app import build_admin_app, build_app
 from api_box.io.drain import drain
+from api_box.io.logctx import ContextFilter
 from gpu_worker.client import WorkerPool
 from gpu_worker.wire import tokenizer
 
@@ -73,6 +74,10 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        for name in ("request_id", "response_id"):  # set by api_box.io.logctx.ContextFilter
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
@@ -80,6 +85,7 @@ class _JsonFormatter(logging.Formatter):
 
 def _configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ContextFilter())
     if settings.log_format == "json":
         handler.setFormatter(_JsonFormatter())
     else:

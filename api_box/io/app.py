@@ -25,9 +25,10 @@ from api_box.io import http
 from api_box.io.cold_store import ColdStore, NullColdStore
 from api_box.io.drain import INFLIGHT, InFlight, inflight_middleware
 from api_box.io.errors import as_box_error, http_error_response
+from api_box.io.logctx import REQUEST_ID, request_id_from
 from api_box.io.metrics import BoxMetrics, build_metrics, register_worker_calls
 from api_box.io.redis_store import RedisColdStore
-from api_box.io.state import STATE, TENANT, BoxState
+from api_box.io.state import REQUEST_ID_KEY, STATE, TENANT, BoxState
 from api_box.io.tasks import TaskSet
 from api_box.io.turns import TurnRunner
 from gpu_worker.client import WorkerPool
@@ -72,7 +73,7 @@ def build_app(
         tasks=TaskSet(),
     )
     app = web.Application(
-        middlewares=[inflight_middleware, _errors_middleware, _auth_middleware],
+        middlewares=[_request_id_middleware, inflight_middleware, _errors_middleware, _auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[STATE] = state
@@ -149,6 +150,19 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 @web.middleware
+async def _request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # Outermost, so that every response (errors included) and every log line of the request carry it;
+    # the header itself is added in _box_header, which runs when the response is prepared.
+    request_id = request_id_from(request.headers.get("X-Request-Id"))
+    request[REQUEST_ID_KEY] = request_id
+    token = REQUEST_ID.set(request_id)
+    try:
+        return await handler(request)
+    finally:
+        REQUEST_ID.reset(token)
+
+
+@web.middleware
 async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/v1/"):
         state = request.app[STATE]
@@ -158,6 +172,9 @@ async def _auth_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 async def _box_header(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["X-Tether-Box"] = request.app[STATE].settings.box_id
+    request_id = request.get(REQUEST_ID_KEY)  # the context variable is already reset for plain responses
+    if request_id is not None:
+        response.headers["X-Request-Id"] = request_id
 
 
 async def _startup(app: web.Application) -> None:

@@ -33,3 +33,4 @@ class BoxState:
 
 STATE = web.AppKey("tether_box_state", BoxState)
 TENANT = web.RequestKey("tether_tenant", str)
+REQUEST_ID_KEY = web.RequestKey("tether_request_id", str)

@@ -38,6 +38,7 @@ from api_box.core.session import ConnectionSession, TurnOutcome
 from api_box.core.store import ResponseRecord, SessionStore
 from api_box.io.cold_store import ColdStore
 from api_box.io.errors import as_box_error
+from api_box.io.logctx import RESPONSE_ID
 from api_box.io.metrics import BoxMetrics
 from gpu_worker.client import (
     AgentState,
@@ -51,6 +52,8 @@ from gpu_worker.client import (
 )
 
 _LOG = logging.getLogger("api_box.turns")
+# One line per finished response (the box's access log for turns); the ids come from api_box.io.logctx.
+_ACCESS = logging.getLogger("api_box.access")
 Emit = Callable[[Event], Awaitable[None]]
 
 
@@ -185,6 +188,39 @@ class TurnRunner:
         context_bytes = (base.ref.context_bytes if base is not None else 0) + request_bytes
         self.metrics.full_context_bytes.labels(mode).inc(context_bytes)
         response_id = new_id("resp")
+        token = RESPONSE_ID.set(response_id)  # every log line of this turn names its response
+        try:
+            return await self._respond(
+                create,
+                tenant,
+                base,
+                header,
+                pending,
+                response_id,
+                emit,
+                mode=mode,
+                received_at=received_at,
+                context_bytes=context_bytes,
+                stateless=stateless,
+            )
+        finally:
+            RESPONSE_ID.reset(token)
+
+    async def _respond(
+        self,
+        create: CreateRequest,
+        tenant: str,
+        base: ResponseRecord | None,
+        header: Header,
+        pending: PendingTurn,
+        response_id: str,
+        emit: Emit,
+        *,
+        mode: str,
+        received_at: float,
+        context_bytes: int,
+        stateless: bool,
+    ) -> TurnResult:
         template = response_template(create, response_id=response_id, created_at=int(self.wall()))
         events = ResponseEvents(template, new_id)
         try:
@@ -391,8 +427,10 @@ class TurnRunner:
             _LOG.warning("cold store append failed", exc_info=True)
 
     def _finished(self, mode: str, status: str, received_at: float) -> None:
+        elapsed = self.clock() - received_at
         self.metrics.responses.labels(mode, status).inc()
-        self.metrics.turn_duration.labels(mode).observe(self.clock() - received_at)
+        self.metrics.turn_duration.labels(mode).observe(elapsed)
+        _ACCESS.info("response %s mode=%s duration_ms=%.1f", status, mode, elapsed * 1000)
 
 
 def _item_prefix(item: object) -> str:
