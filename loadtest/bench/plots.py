@@ -59,6 +59,11 @@ def _title(ax: Axes, text: str) -> None:
     ax.grid(True, alpha=0.3)
 
 
+def _legend(ax: Axes, size: int) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=size)
+
+
 def _plain_log(ax: Axes) -> None:
     """Log axes labelled 20, 50, 100 rather than 2 x 10^1."""
     for axis in (ax.xaxis, ax.yaxis):
@@ -101,7 +106,7 @@ def bytes_per_turn(results: Results) -> Figure | None:
     _integer_turns(ax)
     ax.set_ylabel("KiB per turn (wire, client side)")
     _title(ax, f"Bytes per turn, T = {results['meta']['settings']['headline_tool_calls']}, {link}")
-    ax.legend(fontsize=7)
+    _legend(ax, 7)
     return figure
 
 
@@ -126,7 +131,7 @@ def cumulative_upload(results: Results) -> Figure | None:
     _integer_turns(ax)
     ax.set_ylabel("KiB uploaded so far (wire)")
     _title(ax, "Cumulative upload over one agent run")
-    ax.legend(fontsize=8)
+    _legend(ax, 8)
     return figure
 
 
@@ -152,7 +157,7 @@ def ttft_per_turn(results: Results) -> Figure | None:
         _integer_turns(ax)
         ax.set_ylabel("TTFT ms (client side)")
         _title(ax, f"Time to first token per turn, {link}")
-        ax.legend(fontsize=7)
+        _legend(ax, 7)
     return figure
 
 
@@ -183,7 +188,7 @@ def run_time_vs_tool_calls(results: Results) -> Figure | None:
     _integer_turns(ax)
     ax.set_ylabel("run time, s (mean)")
     _title(ax, "Agent run time against tool calls")
-    ax.legend(fontsize=7)
+    _legend(ax, 7)
     return figure
 
 
@@ -213,7 +218,7 @@ def box_cpu_vs_history(results: Results) -> Figure | None:
     ax.set_xlabel("history, input tokens per turn (mean)")
     ax.set_ylabel("box CPU ms per turn (scraped)")
     _title(ax, "API box CPU per turn against history size")
-    ax.legend(fontsize=8)
+    _legend(ax, 8)
     return figure
 
 
@@ -244,7 +249,7 @@ def capacity_chart(results: Results) -> Figure | None:
     ax.set_ylabel("TTFT p99, ms")
     tokens = results["meta"]["settings"]["capacity_tokens"]
     _title(ax, f"Load steps at {tokens:,}-token histories (box pinned to one core)")
-    ax.legend(fontsize=7)
+    _legend(ax, 7)
     return figure
 
 
@@ -272,5 +277,5 @@ def metrics_agreement(results: Results) -> Figure | None:
     ax.set_ylabel("KiB uploaded per run")
     ax.set_yscale("log")
     _title(ax, "Upload per run: client side and scraped /metrics")
-    ax.legend(fontsize=7)
+    _legend(ax, 7)
     return figure

@@ -273,6 +273,9 @@ class Bench:
                 code = await child.close()
         if result.get("event") != "result":
             raise BenchFailed(f"{desc}: unexpected answer {str(result)[:200]}; {child.tail()}")
+        if result["turns"] and all(t.get("error") for t in result["turns"]):
+            sample = result["turns"][0]["error"]
+            raise BenchFailed(f"{desc}: every turn failed, so the cluster is not serving ({sample})")
         step = self._step(after.minus(before), result["turns"], result.get("wire"))
         step["runs_summary"] = run_summary(result["runs"])
         step["runs"], step["turns"], step["exit"] = result["runs"], result["turns"], code
