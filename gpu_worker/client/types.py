@@ -1,7 +1,7 @@
 """What api_box hands to and gets from the worker pool: requests, stream events, errors.
 
-Light on purpose (no grpc, no engines): `ToolSpec` and `AgentState` mirror the dataclasses of
-`gpu_worker.engines.base` field for field, so the box never imports the engines (or torch).
+Light on purpose (no grpc, no engines): `ToolSpec` and `AgentState` come from the wire contract
+(gpu_worker/wire/agent.py), which the engines share, so the box never imports the engines (or torch).
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
+
+from gpu_worker.wire.agent import AgentState, ToolSpec
 
 __all__ = [
     "AgentState",
@@ -32,24 +34,6 @@ CallResult = Literal["ok", "resend", "failover", "error"]
 
 
 @dataclass(frozen=True, slots=True)
-class ToolSpec:
-    """A function tool offered to the model; `parameters_json` is its JSON Schema as JSON text."""
-
-    name: str
-    description: str = ""
-    parameters_json: str = "{}"
-
-
-@dataclass(frozen=True, slots=True)
-class AgentState:
-    """What the agent policy knows of the chain (computed by the box from its items)."""
-
-    tool_calls_since_user_message: int = 0
-    user_messages: int = 0
-    last_item_is_tool_output: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class GenerationRequest:
     """One generation. `chain` is always the WHOLE prompt chain; the pool sends only
     `chain[held_len:]` when the box believes the worker holds the first `held_len` tokens (whose chain
@@ -63,7 +47,7 @@ class GenerationRequest:
     max_output_tokens: int = 1024
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: str = "auto"
-    agent: AgentState = AgentState()
+    agent: AgentState = field(default_factory=AgentState)
     metadata: Mapping[str, str] = field(default_factory=dict)
     model: str = ""
     seed: int = 0

@@ -21,23 +21,20 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from gpu_worker.wire.agent import AgentState, ToolSpec
 
-@dataclass(frozen=True, slots=True)
-class ToolSpec:
-    """A function tool offered to the model."""
-
-    name: str
-    description: str = ""
-    parameters_json: str = "{}"
-
-
-@dataclass(frozen=True, slots=True)
-class AgentState:
-    """What the agent policy knows of the chain (computed by the box from its items)."""
-
-    tool_calls_since_user_message: int = 0
-    user_messages: int = 0
-    last_item_is_tool_output: bool = False
+__all__ = [
+    "AgentState",
+    "ArgsChunk",
+    "CallStart",
+    "Engine",
+    "EngineEvent",
+    "Finished",
+    "GenerationJob",
+    "Prefilled",
+    "TextChunk",
+    "ToolSpec",
+]
 
 
 @dataclass(frozen=True, slots=True)
