@@ -14,44 +14,9 @@ import orjson
 from aiohttp import ClientWebSocketResponse
 from conftest import AUTH
 
+from tests.open_responses import RESOURCE_FIELDS
+
 TERMINAL = {"response.completed", "response.failed", "response.incomplete", "error"}
-# ResponseResource.json required fields
-RESOURCE_FIELDS = frozenset(
-    {
-        "id",
-        "object",
-        "created_at",
-        "completed_at",
-        "status",
-        "incomplete_details",
-        "model",
-        "previous_response_id",
-        "instructions",
-        "output",
-        "error",
-        "tools",
-        "tool_choice",
-        "truncation",
-        "parallel_tool_calls",
-        "text",
-        "top_p",
-        "presence_penalty",
-        "frequency_penalty",
-        "top_logprobs",
-        "temperature",
-        "reasoning",
-        "user",
-        "usage",
-        "max_output_tokens",
-        "max_tool_calls",
-        "store",
-        "background",
-        "service_tier",
-        "metadata",
-        "safety_identifier",
-        "prompt_cache_key",
-    }
-)
 EVENT_FIELDS = {
     "response.created": {"response"},
     "response.in_progress": {"response"},

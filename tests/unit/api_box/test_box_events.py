@@ -8,42 +8,9 @@ from typing import Any
 from api_box.core.errors import WorkerFailed
 from api_box.core.events import ResponseEvents, Usage, response_template
 from api_box.core.protocol import CreateRequest, FunctionTool, MessageItem
+from tests.open_responses import RESOURCE_FIELDS
 
-# Open Responses ResponseResource.json "required".
-REQUIRED = {
-    "id",
-    "object",
-    "created_at",
-    "completed_at",
-    "status",
-    "incomplete_details",
-    "model",
-    "previous_response_id",
-    "instructions",
-    "output",
-    "error",
-    "tools",
-    "tool_choice",
-    "truncation",
-    "parallel_tool_calls",
-    "text",
-    "top_p",
-    "presence_penalty",
-    "frequency_penalty",
-    "top_logprobs",
-    "temperature",
-    "reasoning",
-    "user",
-    "usage",
-    "max_output_tokens",
-    "max_tool_calls",
-    "store",
-    "background",
-    "service_tier",
-    "metadata",
-    "safety_identifier",
-    "prompt_cache_key",
-}
+REQUIRED = RESOURCE_FIELDS
 LIFECYCLE = {
     "response.created",
     "response.in_progress",
