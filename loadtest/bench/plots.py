@@ -213,8 +213,8 @@ def box_cpu_vs_history(results: Results) -> Figure | None:
                 label=MODE_LABELS[mode],
             )
     ax.set_xscale("log")
-    ax.set_yscale("log")
     _plain_log(ax)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("history, input tokens per turn (mean)")
     ax.set_ylabel("box CPU ms per turn (scraped)")
     _title(ax, "API box CPU per turn against history size")
@@ -242,9 +242,8 @@ def capacity_chart(results: Results) -> Figure | None:
                     str(s["agents"]), (s["turns_per_second"], s["client"]["ttft_p99"] * 1000), fontsize=7
                 )
     ax.axhline(slo, color="grey", linestyle="--", linewidth=1, label=f"SLO {slo:g} ms")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    _plain_log(ax)
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("agent turns/s (labels: concurrent agents)")
     ax.set_ylabel("TTFT p99, ms")
     tokens = results["meta"]["settings"]["capacity_tokens"]
