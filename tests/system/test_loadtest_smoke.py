@@ -34,12 +34,15 @@ def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_locust_headless_runs_all_three_agents_and_writes_csv(cluster: LocalCluster, tmp_path: Path) -> None:
+def test_locust_distributed_headless_runs_all_three_agents_and_writes_csv(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
     assert cluster.router_url is not None
     argv = [
         sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless",
         "-u", "3", "-r", "3", "-t", "6s", "--host", cluster.router_url, "--csv", str(tmp_path / "smoke"),
         "--tool-calls", "2", "--tool-output-bytes", "512", "--only-summary", "--max-p95-ttft-ms", "5000",
+        "--processes", "2",  # distributed mode: a master and two workers, stats aggregated on the master
     ]  # fmt: skip
     result = _run(argv, ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
