@@ -70,6 +70,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     cap.add_argument("--capacity-levels", help="concurrent agents per step (default 1,2,4,8,16,32)")
     cap.add_argument("--capacity-modes", help="modes of the capacity steps (default ws,http_full)")
     cap.add_argument("--capacity-seconds", type=float, help="measured seconds per step (default 6)")
+    cap.add_argument("--capacity-output-bytes", type=int, help="tool output bytes of steady agents (512)")
     cap.add_argument("--slo-ttft-ms", type=float, help="p99 TTFT bound of the capacity (default 500)")
     run = p.add_argument_group("run")
     run.add_argument("--out", help="output folder (default results/bench-<UTC time>)")
