@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
 import os
 import signal
 import sys
@@ -25,6 +26,7 @@ from loadtest.bench.netns import Namespace, in_namespace
 STOP_GRACE = 5.0
 STDERR_LINES = 40
 LINE_LIMIT = 256 * 1024 * 1024  # a runs job's result is one line
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class ChildFailed(RuntimeError):
@@ -51,6 +53,7 @@ class JsonLinesChild:
             stderr=asyncio.subprocess.PIPE,
             limit=LINE_LIMIT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=_die_with_parent,
         )
         if self.cpus:
             pin_process(self.proc.pid, self.cpus)
@@ -161,3 +164,10 @@ def pin_process(pid: int, cpus: set[int]) -> bool:
             os.sched_setaffinity(tid, cpus)
             pinned = True
     return pinned
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the benchmark dies, even by SIGKILL (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
