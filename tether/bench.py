@@ -136,4 +136,8 @@ def run(
     except (BenchConfigError, ValueError) as exc:
         parser.error(str(exc))
     words = list(sys.argv[1:] if argv is None else argv)
-    return asyncio.run(run_bench(settings, command=" ".join(["tether", *map(shlex.quote, words)])))
+    try:
+        return asyncio.run(run_bench(settings, command=" ".join(["tether", *map(shlex.quote, words)])))
+    except KeyboardInterrupt:  # asyncio.run cancelled the benchmark, so its cleanups ran
+        print("bench interrupted", file=sys.stderr)
+        return 130

@@ -32,14 +32,26 @@ async def run_bench(settings: BenchSettings, *, command: str, say: Callable[[str
     bench = Bench(settings, say=say, command=command)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
-    if task is not None:
-        # SIGTERM cancels like Ctrl-C does, so that every cleanup (cluster, emulator, namespace) runs.
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    terminated: list[bool] = []
+
+    def on_sigterm() -> None:
+        terminated.append(True)
+        if task is not None:
+            task.cancel()
+
+    # SIGTERM cancels like Ctrl-C does, so that every cleanup (cluster, emulator, namespace) runs.
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     try:
         results = await bench.run()
     except (BenchFailed, ChildFailed, NetnsError, OSError) as exc:
         print(f"bench failed: {exc}", file=sys.stderr, flush=True)
+        _write_partial(bench)
+        return EXIT_FAILED
+    except asyncio.CancelledError:
+        if not terminated:
+            raise
+        print("bench stopped by SIGTERM; everything it started is stopped and removed", file=sys.stderr)
         _write_partial(bench)
         return EXIT_FAILED
     finally:
