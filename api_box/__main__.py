@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from api_box.config import Settings
 from api_box.io.app import build_admin_app, build_app
 from api_box.io.drain import drain
-from api_box.io.logctx import ContextFilter
+from api_box.io.logctx import ContextFilter, QuietProbesAccessLogger
 from gpu_worker.client import WorkerPool
 from gpu_worker.wire import tokenizer
 
@@ -102,7 +102,12 @@ async def _serve(settings: Settings) -> None:
     )
     app = build_app(settings, registry=registry, worker_pool=pool)
     # The drain waits for in-flight responses; cleanup's own wait only covers what the drain left over.
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=_CLEANUP_SECONDS)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=_CLEANUP_SECONDS,
+        access_log_class=QuietProbesAccessLogger,
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
@@ -126,7 +131,9 @@ async def _start_admin(
 ) -> tuple[web.AppRunner | None, str]:
     if settings.admin_port < 0:
         return None, "off"
-    admin = web.AppRunner(build_admin_app(registry, app), handle_signals=False)
+    admin = web.AppRunner(
+        build_admin_app(registry, app), handle_signals=False, access_log_class=QuietProbesAccessLogger
+    )
     await admin.setup()
     await web.TCPSite(admin, settings.host, settings.admin_port).start()
     return admin, f"http://{settings.host}:{admin.addresses[0][1]}/metrics"
@@ -153,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     tokenizer.warm()
     try:
         _run(_serve(settings))
-    except ValueError as exc:  # bad keys file and the like, found at start-up
+    except (ValueError, OSError) as exc:  # a bad keys file, a port that cannot be bound
         print(f"tether-api-box: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

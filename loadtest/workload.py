@@ -31,6 +31,9 @@ from typing import Any, Final, Literal
 
 import orjson
 
+# The same coding agent as the demo: one definition of its instructions, tools and first message.
+from tether.core.agent_run import INSTRUCTIONS, TOOLS, USER_MESSAGE, user_message
+
 Mode = Literal["ws", "http_full", "http_chained"]
 MODES: Final[tuple[Mode, ...]] = ("ws", "http_full", "http_chained")
 MODE_LABELS: Final[dict[Mode, str]] = {
@@ -48,40 +51,7 @@ FIRST_OUTPUT_EVENTS: Final = frozenset(
 )
 TERMINAL_EVENTS: Final = frozenset({"response.completed", "response.failed", "response.incomplete"})
 
-INSTRUCTIONS: Final = (
-    "You are a coding agent working in a Python repository. Use the tools to inspect the code and run "
-    "the tests, then answer with a short summary of the fix."
-)
-USER_MESSAGE: Final = (
-    "tests/test_config.py::test_parse_timeout fails after the last refactor. Find the cause and tell me "
-    "how to fix it."
-)
 NEXT_TASK_MESSAGE: Final = "Thanks. Now check the other callers of parse_timeout the same way."
-_STRING: Final = {"type": "string"}
-TOOLS: Final[tuple[dict[str, Any], ...]] = (
-    {
-        "type": "function",
-        "name": "read_file",
-        "description": "Read a file of the repository.",
-        "parameters": {"type": "object", "properties": {"path": _STRING}, "required": ["path"]},
-    },
-    {
-        "type": "function",
-        "name": "grep",
-        "description": "Search the repository for a regular expression.",
-        "parameters": {
-            "type": "object",
-            "properties": {"pattern": _STRING, "path": _STRING},
-            "required": ["pattern"],
-        },
-    },
-    {
-        "type": "function",
-        "name": "run_tests",
-        "description": "Run pytest on a test file or node id and return its output.",
-        "parameters": {"type": "object", "properties": {"target": _STRING}, "required": ["target"]},
-    },
-)
 
 # Each entry is one o200k token including its leading space, so N words make N tokens (pre-tokenization
 # splits before every space-led word); tests/unit/loadtest checks this against the real tokenizer.
@@ -170,11 +140,6 @@ def history_text(tokens: int, salt: str) -> str:
     body_tokens = max(tokens - len(picks) - 8, 0)  # the head is about 8 + len(picks) tokens
     words = _HISTORY_WORDS
     return head + "".join(words[(i * 7 + i // len(words)) % len(words)] for i in range(body_tokens))
-
-
-def user_message(text: str) -> dict[str, Any]:
-    """An input message item from the user."""
-    return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
 
 
 @dataclass(frozen=True, slots=True)

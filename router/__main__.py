@@ -16,7 +16,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from router.app import start_router
 from router.config import Settings
@@ -112,12 +113,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings)
     try:
+        _run(serve(settings))
+    except OSError as exc:  # a port that cannot be bound: one line, not a traceback
+        print(f"tether-router: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run(main_coro: Coroutine[Any, Any, None]) -> None:
+    """uvloop when installed, else the default loop."""
+    try:
         import uvloop
     except ImportError:  # uvloop is optional off Linux
-        asyncio.run(serve(settings))
+        asyncio.run(main_coro)
     else:
-        uvloop.run(serve(settings))
-    return 0
+        uvloop.run(main_coro)
 
 
 if __name__ == "__main__":

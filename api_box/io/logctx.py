@@ -12,6 +12,10 @@ import re
 import uuid
 from contextvars import ContextVar
 
+from aiohttp.web_log import AccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
+
 REQUEST_ID: ContextVar[str | None] = ContextVar("tether_request_id", default=None)
 RESPONSE_ID: ContextVar[str | None] = ContextVar("tether_response_id", default=None)
 
@@ -33,3 +37,16 @@ class ContextFilter(logging.Filter):
         record.request_id = REQUEST_ID.get()
         record.response_id = RESPONSE_ID.get()
         return True
+
+
+_PROBE_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+
+
+class QuietProbesAccessLogger(AccessLogger):
+    """aiohttp's access line, except for health probes and metric scrapes: the kubelet and Prometheus send
+    them every few seconds, so they are logged only when the access logger is at DEBUG."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        if request.path in _PROBE_PATHS and not self.logger.isEnabledFor(logging.DEBUG):
+            return
+        super().log(request, response, time)

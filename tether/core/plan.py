@@ -87,6 +87,7 @@ def box_plan(
     args: tuple[str, ...] = ("--host", spec.host, "--port", str(chosen), "--admin-port", "0")
     args += ("--workers", ",".join(worker_targets), "--box-id", box_name(index), "--api-key", spec.api_key)
     env, defaults = _service_env(spec, "box")
+    defaults += ((ENV_PREFIXES["box"] + "MODELS", f"tether-{spec.engine}"),)  # what GET /v1/models lists
     if redis_url:
         env += ((BOX_REDIS_URL_ENV, redis_url),)
     return ChildPlan(box_name(index), "box", args, env, defaults)

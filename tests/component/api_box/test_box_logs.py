@@ -9,12 +9,13 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from box_fakes import ws_turn
 from conftest import AUTH, KEY
 
 from api_box.__main__ import _JsonFormatter
-from api_box.io.logctx import ContextFilter
+from api_box.io.logctx import ContextFilter, QuietProbesAccessLogger
 
 
 @pytest.fixture
@@ -77,3 +78,25 @@ async def test_an_unsafe_client_request_id_is_replaced(box: TestClient[Any, Any]
     unauthorized = await box.get("/v1/models", headers={"X-Request-Id": "r-1"})
     assert unauthorized.status == 401
     assert unauthorized.headers["X-Request-Id"] == "r-1"
+
+
+async def test_probes_and_scrapes_leave_no_access_line_unless_the_access_log_is_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    for path in ("/readyz", "/livez", "/metrics", "/v1/models"):
+        app.router.add_get(path, ok)
+    server = TestServer(app)
+    await server.start_server(access_log_class=QuietProbesAccessLogger)  # the box's runner setting
+    async with TestClient(server) as client:
+        caplog.set_level(logging.INFO, logger="aiohttp.access")
+        for path in ("/readyz", "/livez", "/metrics", "/v1/models"):
+            assert (await client.get(path)).status == 200
+        assert [r.getMessage().split('"')[1] for r in caplog.records] == ["GET /v1/models HTTP/1.1"]
+        caplog.clear()
+        caplog.set_level(logging.DEBUG, logger="aiohttp.access")
+        assert (await client.get("/readyz")).status == 200
+        assert [r.getMessage().split('"')[1] for r in caplog.records] == ["GET /readyz HTTP/1.1"]

@@ -121,6 +121,7 @@ def test_each_command_line_parses_with_the_component_own_parser(rendered: Render
     args = vars(worker_main.build_parser().parse_args(_kubelet_args(worker_c)))
     worker = WorkerSettings.from_env(_literal_env(worker_c)).with_overrides(**args)
     assert worker.engine in ("sim", "torch")
+    assert box.models == (f"tether-{worker.engine}",)  # the box lists the model its workers serve
     assert worker.drain_seconds == float(_literal_env(worker_c)["TETHER_WORKER_DRAIN_SECONDS"])
 
 

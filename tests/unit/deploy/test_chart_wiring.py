@@ -261,9 +261,12 @@ def test_keys_secret_is_a_keys_file_the_api_box_reads() -> None:
 def test_gpus_become_nvidia_limits_only_when_asked() -> None:
     (cpu,) = containers(render().workload("worker"))
     assert "nvidia.com/gpu" not in cpu["resources"].get("limits", {})
-    (gpu,) = containers(render("gpu-values.yaml").workload("worker"))
+    gpu_chart = render("gpu-values.yaml")
+    (gpu,) = containers(gpu_chart.workload("worker"))
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert flag(gpu, "engine") == "torch"
+    (box,) = containers(gpu_chart.workload("api-box"))
+    assert {"name": "TETHER_BOX_MODELS", "value": "tether-torch"} in box["env"]
 
 
 def test_every_pod_meets_the_restricted_pod_security_standard(rendered: Rendered) -> None:

@@ -43,6 +43,13 @@ def test_boxes_know_every_worker_their_id_the_key_and_redis() -> None:
     assert BOX_REDIS_URL_ENV not in dict(box_plan(spec, 0, ["w:1"], None).env)
 
 
+def test_boxes_list_the_model_of_the_workers_engine_unless_the_environment_names_one() -> None:
+    for engine in ("sim", "torch"):
+        plan = box_plan(ClusterSpec(engine=engine), 0, ["w:1"], None)
+        assert dict(plan.env_defaults)["TETHER_BOX_MODELS"] == f"tether-{engine}"
+        assert "TETHER_BOX_MODELS" not in dict(plan.env)  # a default: the user's own setting wins
+
+
 def test_without_a_router_box_zero_takes_the_base_port() -> None:
     spec = ClusterSpec(port=8080, router=False)
     assert _flag(box_plan(spec, 0, ["w:1"], None).args, "--port") == "8080"
@@ -71,7 +78,7 @@ def test_services_log_in_the_launchers_format_and_drain_within_its_grace() -> No
     assert formats[2]["TETHER_ROUTER_LOG_FORMAT"] == "json"
     assert [dict(p.env_defaults) for p in plans] == [
         {"TETHER_WORKER_DRAIN_SECONDS": "10"},
-        {"TETHER_BOX_SHUTDOWN_GRACE_SECONDS": "10"},
+        {"TETHER_BOX_SHUTDOWN_GRACE_SECONDS": "10", "TETHER_BOX_MODELS": "tether-sim"},
         {"TETHER_ROUTER_DRAIN_TIMEOUT": "10"},
     ]
 
