@@ -273,6 +273,41 @@ class AgentRun:
         return tuple(self._history)
 
 
+class TurnError(Exception):
+    """A turn did not complete: an error event or status, a failed response, a lost socket, a timeout."""
+
+
+@dataclass(slots=True)
+class TurnEvents:
+    """One turn's server events as the client reads them: time to first output and the terminal response.
+
+    Both transports feed it: WebSocket clients with each frame's parsed event, SSE clients with the event
+    type and its raw data (parsed here only for the few events that need it, not for every delta)."""
+
+    started: float  # perf_counter() when the request was sent
+    ttft: float | None = None
+    terminal: dict[str, Any] | None = None
+
+    def see(self, kind: str, now: float, data: bytes = b"", event: Mapping[str, Any] | None = None) -> bool:
+        """Account one event; True when it ends the turn. An `error` event raises TurnError."""
+        if self.ttft is None and kind in FIRST_OUTPUT_EVENTS:
+            self.ttft = now - self.started
+        if kind == "error":
+            body = event if event is not None else orjson.loads(data)
+            error = body.get("error") or body
+            raise TurnError(f"error event {error.get('code')}: {str(error.get('message'))[:200]}")
+        if kind in TERMINAL_EVENTS:
+            self.terminal = dict((event if event is not None else orjson.loads(data))["response"])
+            return True
+        return False
+
+    def response(self) -> dict[str, Any]:
+        """The terminal response; TurnError when the stream ended before one."""
+        if self.terminal is None:
+            raise TurnError("the event stream ended without a terminal event")
+        return self.terminal
+
+
 class SseParser:
     """Splits an SSE byte stream into (event type, data bytes); `[DONE]` is dropped. Parsing the data
     JSON is left to the caller, so that it can skip the deltas it does not need."""

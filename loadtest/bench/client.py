@@ -32,12 +32,12 @@ import orjson
 
 from loadtest.bench.counting import ByteCounter, counting_socket_factory
 from loadtest.workload import (
-    FIRST_OUTPUT_EVENTS,
-    TERMINAL_EVENTS,
     AgentRun,
     AgentShape,
     Mode,
     SseParser,
+    TurnError,
+    TurnEvents,
     WorkloadError,
     check_mode,
     dumps,
@@ -50,10 +50,6 @@ STAGGER_SECONDS = 0.05
 WARM_SLOTS = 4  # steady warm-ups in flight at once
 WARMUP_TIMEOUT = 300.0
 Emit = Callable[[dict[str, Any]], None]
-
-
-class TurnFailed(Exception):
-    """A turn did not complete: an error event or status, a failed response, a timeout, a lost socket."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,24 +148,18 @@ class _WsChannel:
         assert self.ws is not None
         frame = dumps(body)
         await self.ws.send_frame(frame, aiohttp.WSMsgType.TEXT)
-        down, ttft = 0, None
+        down, turn = 0, TurnEvents(sent_at)
         while True:
             msg = await self.ws.receive()
             if msg.type != aiohttp.WSMsgType.TEXT:
-                raise TurnFailed(
+                raise TurnError(
                     f"websocket {msg.type.name.lower()} before the turn completed: {msg.data!r:.200}"
                 )
             data: bytes = msg.data
             down += len(data)
             event = orjson.loads(data)
-            kind = event.get("type")
-            if ttft is None and kind in FIRST_OUTPUT_EVENTS:
-                ttft = time.perf_counter() - sent_at
-            if kind == "error":
-                error = event.get("error") or {}
-                raise TurnFailed(f"error event {error.get('code')}: {str(error.get('message'))[:200]}")
-            if kind in TERMINAL_EVENTS:
-                return _Exchange(event["response"], ttft, len(frame), down)
+            if turn.see(str(event.get("type")), time.perf_counter(), event=event):
+                return _Exchange(turn.response(), turn.ttft, len(frame), down)
 
     async def idle_until(self, release: asyncio.Event) -> None:
         """Wait for `release` while answering the server's pings: aiohttp pongs only inside receive(),
@@ -183,7 +173,7 @@ class _WsChannel:
                     reader.cancel()
                     await asyncio.gather(reader, return_exceptions=True)
                 elif reader.result().type != aiohttp.WSMsgType.TEXT:
-                    raise TurnFailed(f"websocket {reader.result().type.name.lower()} while the agent waited")
+                    raise TurnError(f"websocket {reader.result().type.name.lower()} while the agent waited")
         finally:
             waiter.cancel()
 
@@ -219,23 +209,13 @@ class _HttpChannel:
         async with self.session.post(self.url, data=payload, headers=headers) as resp:
             if resp.status != 200:
                 text = (await resp.read())[:300].decode(errors="replace")
-                raise TurnFailed(f"HTTP {resp.status}: {text}")
-            parser = SseParser()
-            ttft: float | None = None
-            terminal: dict[str, Any] | None = None
-            down = 0
+                raise TurnError(f"HTTP {resp.status}: {text}")
+            parser, turn, down = SseParser(), TurnEvents(sent_at), 0
             async for chunk in resp.content.iter_any():
                 down += len(chunk)
                 for kind, data in parser.feed(chunk):
-                    if ttft is None and kind in FIRST_OUTPUT_EVENTS:
-                        ttft = time.perf_counter() - sent_at
-                    if kind == "error":
-                        raise TurnFailed(f"error event: {data[:300].decode(errors='replace')}")
-                    if kind in TERMINAL_EVENTS:
-                        terminal = orjson.loads(data)["response"]
-            if terminal is None:
-                raise TurnFailed("the event stream ended without a terminal event")
-            return _Exchange(terminal, ttft, len(payload), down)
+                    turn.see(kind, time.perf_counter(), data)
+            return _Exchange(turn.response(), turn.ttft, len(payload), down)
 
     async def close(self) -> None:
         return None
@@ -349,7 +329,7 @@ class Agent:
                     run.continue_session()
                 if self.job.think_seconds:
                     await asyncio.sleep(self.job.think_seconds)
-        except (TurnFailed, WorkloadError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (TurnError, WorkloadError, aiohttp.ClientError, TimeoutError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:300]
             self.errors += 1
             self.error_samples.append(error)
@@ -489,7 +469,7 @@ async def _pings(job: ClientJob) -> list[float]:
             async with session.get(url, headers=headers) as resp:
                 await resp.read()
                 if resp.status != 200:
-                    raise TurnFailed(f"GET /models answered {resp.status}")
+                    raise TurnError(f"GET /models answered {resp.status}")
             latencies.append(time.perf_counter() - started)
     return latencies
 

@@ -22,21 +22,17 @@ import websocket
 from locust import User, constant, tag, task
 
 from loadtest.workload import (
-    FIRST_OUTPUT_EVENTS,
-    TERMINAL_EVENTS,
     AgentRun,
     AgentShape,
     Mode,
     SseParser,
+    TurnError,
+    TurnEvents,
     WorkloadError,
     dumps,
 )
 
 SESSION_HEADER = "X-Session-Id"
-
-
-class TurnError(Exception):
-    """A turn did not complete (error event or status, closed socket, failed response)."""
 
 
 class AgentUser(User):
@@ -163,21 +159,15 @@ class WebSocketAgent(AgentUser):
         if self.ws is None:
             raise TurnError("no open websocket")
         self.ws.send(dumps(body).decode())
-        received, ttft = 0, None
+        received, turn = 0, TurnEvents(started)
         while True:
             opcode, data = self.ws.recv_data()
             if opcode != websocket.ABNF.OPCODE_TEXT:
                 raise TurnError(f"websocket frame with opcode {opcode} before the turn completed")
             received += len(data)
             event = orjson.loads(data)
-            kind = event.get("type")
-            if ttft is None and kind in FIRST_OUTPUT_EVENTS:
-                ttft = time.perf_counter() - started
-            if kind == "error":
-                error = event.get("error") or {}
-                raise TurnError(f"error event {error.get('code')}: {error.get('message')}")
-            if kind in TERMINAL_EVENTS:
-                return event["response"], ttft, received
+            if turn.see(str(event.get("type")), time.perf_counter(), event=event):
+                return turn.response(), turn.ttft, received
 
     @tag("ws", "websocket")
     @task
@@ -212,20 +202,12 @@ class _HttpAgent(AgentUser):
         ) as resp:
             if resp.status_code != 200:
                 raise TurnError(f"HTTP {resp.status_code}: {resp.text[:200]}")
-            parser = SseParser()
-            received, ttft, terminal = 0, None, None
+            parser, turn, received = SseParser(), TurnEvents(started), 0
             for chunk in resp.iter_content(chunk_size=None):
                 received += len(chunk)
                 for kind, data in parser.feed(chunk):
-                    if ttft is None and kind in FIRST_OUTPUT_EVENTS:
-                        ttft = time.perf_counter() - started
-                    if kind == "error":
-                        raise TurnError(f"error event: {data[:200].decode(errors='replace')}")
-                    if kind in TERMINAL_EVENTS:
-                        terminal = orjson.loads(data)["response"]
-        if terminal is None:
-            raise TurnError("the event stream ended without a terminal event")
-        return terminal, ttft, received
+                    turn.see(kind, time.perf_counter(), data)
+        return turn.response(), turn.ttft, received
 
 
 class HttpFullContextAgent(_HttpAgent):

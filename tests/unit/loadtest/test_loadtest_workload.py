@@ -15,6 +15,8 @@ from loadtest.workload import (
     AgentRun,
     AgentShape,
     SseParser,
+    TurnError,
+    TurnEvents,
     WorkloadError,
     check_mode,
     history_text,
@@ -168,3 +170,30 @@ def test_sse_parser_handles_events_split_across_chunks_and_done() -> None:
     for i in range(0, len(stream), 7):
         events += parser.feed(stream[i : i + 7])
     assert events == [("response.created", b'{"a":1}'), ("response.output_text.delta", b'{"b":2}')]
+
+
+def test_turn_events_time_the_first_output_and_keep_the_terminal_response() -> None:
+    turn = TurnEvents(started=10.0)
+    assert not turn.see("response.created", 10.1, event={"type": "response.created"})
+    assert not turn.see("response.output_text.delta", 10.25)
+    assert not turn.see("response.output_text.delta", 10.5)  # only the first output counts
+    done = orjson.dumps({"type": "response.completed", "response": completed("resp_1")})
+    assert turn.see("response.completed", 11.0, done)  # SSE clients hand over the raw data
+    assert turn.ttft == pytest.approx(0.25)
+    assert turn.response()["id"] == "resp_1"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        {"type": "error", "error": {"code": "previous_response_not_found", "message": "gone"}},
+        {"type": "error", "code": "previous_response_not_found", "message": "gone"},  # flat SSE shape
+    ],
+)
+def test_an_error_event_or_a_stream_without_a_terminal_event_is_a_turn_error(error: dict[str, Any]) -> None:
+    with pytest.raises(TurnError, match="previous_response_not_found: gone"):
+        TurnEvents(started=0.0).see("error", 1.0, orjson.dumps(error))
+    with pytest.raises(TurnError, match="previous_response_not_found"):
+        TurnEvents(started=0.0).see("error", 1.0, event=error)
+    with pytest.raises(TurnError, match="without a terminal event"):
+        TurnEvents(started=0.0).response()
