@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -41,9 +42,10 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -167,9 +169,10 @@ class WsClient(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # uvloop's transports are not asyncio.Transport subclasses, but they have its methods.
+        self.transport = writer = cast(asyncio.Transport, transport)
         nonce = base64.b64encode(os.urandom(16))
-        self.transport.write(
+        writer.write(
             b"GET /v1/responses HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + nonce + b"\r\n"
             b"X-Session-Id: " + self.key.encode() + b"\r\n\r\n"
@@ -264,7 +267,7 @@ async def ping_slice(
 
 async def latency_runs(
     targets: dict[str, Target], connections: int, seconds: float, total_rate: float, rounds: int
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, Any]]:
     """Open `connections` clients per target, then measure the targets in interleaved slices (round-robin,
     `rounds` slices each), so that load from other processes on the machine falls on all of them alike.
 
@@ -282,7 +285,7 @@ async def latency_runs(
     finally:
         for opened in clients.values():
             close_clients(opened)
-    figures = {}
+    figures: dict[str, dict[str, Any]] = {}
     for name, per_slice in slices.items():
         values = [v for samples in per_slice for v in samples]
         filled = [samples for samples in per_slice if samples]
@@ -336,7 +339,7 @@ async def throughput_runs(
 ) -> dict[str, dict[str, float]]:
     """Each target in `rounds` interleaved slices (fresh connections per slice), summed."""
     connections, window, payload_len = shape
-    totals = {name: [0, 0.0, 0.0] for name in targets}
+    totals: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name in targets}
     for _ in range(rounds):
         for name, target in targets.items():
             count, cpu, wall = await throughput_slice(
@@ -346,14 +349,14 @@ async def throughput_runs(
             totals[name][1] += cpu
             totals[name][2] += wall
     figures = {}
-    for name, (count, cpu, wall) in totals.items():
-        rate = count / wall
+    for name, (messages, cpu, wall) in totals.items():
+        rate = messages / wall
         relay_cpu = cpu / wall if pids[name] else 0.0
         figures[name] = {
             "messages_per_s": rate,
             "mb_per_s": rate * payload_len / 1e6,
             "relay_cpu": relay_cpu,
-            "messages_per_relay_cpu_s": count / cpu if cpu > 0 else float("nan"),
+            "messages_per_relay_cpu_s": messages / cpu if cpu > 0 else float("nan"),
         }
     return figures
 
@@ -515,8 +518,10 @@ def ring_balance_figures() -> dict[str, dict[str, float]]:
     return figures
 
 
-async def run_load(args: argparse.Namespace, relays: dict[str, Target], pids: dict[str, list[int]]) -> dict:
-    results: dict[str, dict] = {"latency": {}, "throughput": {}}
+async def run_load(
+    args: argparse.Namespace, relays: dict[str, Target], pids: dict[str, list[int]]
+) -> dict[str, Any]:
+    results: dict[str, dict[str, Any]] = {"latency": {}, "throughput": {}}
     for connections in args.connections:
         by_target = await latency_runs(relays, connections, args.latency_seconds, args.rate, args.rounds)
         results["latency"][str(connections)] = by_target
@@ -543,7 +548,7 @@ async def run_load(args: argparse.Namespace, relays: dict[str, Target], pids: di
     return results
 
 
-def summarize(results: dict) -> None:
+def summarize(results: dict[str, Any]) -> None:
     print("\nadded latency (relay − direct), µs — pooled p50 / p99, then median-slice p50 / p99:")
     for connections, by_target in results["latency"].items():
         direct = by_target["direct"]
@@ -590,18 +595,19 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    try:
+    run: Callable[[Coroutine[Any, Any, Any]], Any] = asyncio.run
+    with contextlib.suppress(ImportError):
         import uvloop
-    except ImportError:
-        uvloop = None
+
+        run = uvloop.run
     if args.role == "echo":
-        (uvloop.run if uvloop else asyncio.run)(run_echo_backend(BOXES))
+        run(run_echo_backend(BOXES))
         return
     args.connections = [int(c) for c in args.connections.split(",")]
     if args.quick:
         args.latency_seconds, args.throughput_seconds = 1.5, 1.0
     if args.ring_only:
-        results: dict = {"ring_lookup": ring_lookup_figures()}
+        results: dict[str, Any] = {"ring_lookup": ring_lookup_figures()}
         for members, f in results["ring_lookup"].items():
             print(f"ring lookup {members}: mean {f['mean_us']:.2f} µs (CPU {f['cpu_mean_us']:.2f} µs)")
         if args.json:
@@ -627,7 +633,7 @@ def main() -> None:
         load_before = os.getloadavg()[0]
         print(f"cpus: {os.cpu_count()}  relay core: {relay_core}  load core: {load_core}  "
               f"python {sys.version.split()[0]}  load average {load_before:.2f}", flush=True)  # fmt: skip
-        results = (uvloop.run if uvloop else asyncio.run)(run_load(args, targets, pids))
+        results = run(run_load(args, targets, pids))
     finally:
         for relay in relays:
             relay.stop()
