@@ -61,6 +61,10 @@ class Settings:
     write_behind_bytes: int = 256 * _MIB
     write_behind_batch: int = 128  # turns written per pipelined round trip, at most
     write_behind_flush_seconds: float = 3.0  # flush budget at drain and shutdown
+    # store:false handoff across a drain, sealed under the client's key (api_box/io/sealed.py); needs Redis.
+    sealed_handoff: bool = True
+    sealed_handoff_ttl_seconds: float = 60.0
+    sealed_handoff_max_bytes: int = 16 * _MIB  # a bigger chain is not sealed (the client resends it)
 
     def __post_init__(self) -> None:
         checks = {
@@ -95,6 +99,8 @@ class Settings:
             "write_behind_bytes": self.write_behind_bytes >= 1024,
             "write_behind_batch": self.write_behind_batch >= 1,
             "write_behind_flush_seconds": self.write_behind_flush_seconds >= 0,
+            "sealed_handoff_ttl_seconds": self.sealed_handoff_ttl_seconds >= 1,
+            "sealed_handoff_max_bytes": self.sealed_handoff_max_bytes >= 1024,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -3,7 +3,7 @@ write-behind costs a turn's latency.
 
     .venv/bin/python benchmarks/handoff_bench.py [--redis-url URL] [--samples 300]
         [--chains 10,100,1000] [--write-turns 20000] [--rate 2000]
-        [--sessions 8] [--turns 24] [--rounds 4] [--skip-latency]
+        [--sessions 8] [--turns 24] [--rounds 4] [--skip-latency] [--only-sealed]
 
 Without --redis-url a local `redis-server` is started on a free port (in memory, loopback).
 
@@ -15,7 +15,10 @@ Without --redis-url a local `redis-server` is started on a free port (in memory,
 2. write-behind: `--write-turns` such turns appended as fast as possible: the cost of `append` on the
    turn's path, and turns/s and MB/s until flushed. Then appended at a steady `--rate` turns/s: the lag
    from append to written (what a box SIGKILL loses: turns completed less than this before the kill).
-3. latency: one `tether-api-box` + one `tether-gpu-worker`, `--sessions` concurrent WebSocket agent
+3. sealed (store:false across a drain, api_box/io/sealed.py): a store:false chain of N turns' tokens is
+   sealed and SET (what a draining box does per socket before its 1012 close), then taken with GETDEL,
+   opened and turned into a live record (what the new box does at connect), `--samples` times each.
+4. latency: one `tether-api-box` + one `tether-gpu-worker`, `--sessions` concurrent WebSocket agent
    sessions of `--turns` store:true turns each; per-turn latency (create sent → response.completed
    received), Redis on and off in alternating rounds (a fresh box each round). Two workloads:
    - agent: the sim's H100 timing model (speed 1) and a tool that runs 50–150 ms between turns, the
@@ -48,9 +51,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api_box.core.chain import AgentCounters  # noqa: E402
-from api_box.core.handoff import TurnRecord, record_from_snapshot  # noqa: E402
+from api_box.core.handoff import ChainSnapshot, TurnRecord, record_from_snapshot  # noqa: E402
+from api_box.core.sealed import derive  # noqa: E402
 from api_box.io.metrics import build_metrics  # noqa: E402
 from api_box.io.redis_store import RedisColdStore  # noqa: E402
+from api_box.io.sealed import SealedHandoffs  # noqa: E402
 from tether.config import ClusterSpec  # noqa: E402
 from tether.supervisor import LocalCluster, free_port  # noqa: E402
 
@@ -185,6 +190,39 @@ async def bench_restore(url: str, sizes: list[int], samples: int) -> None:
         await store.close()
 
 
+async def bench_sealed(url: str, sizes: list[int], samples: int) -> None:
+    print(f"\n## sealed store:false handoff ({samples} samples per chain)")
+    print("| turns | chain tokens | sealed bytes | seal + SET p50 / p99 ms | GETDEL + open p50 / p99 ms |")
+    print("|---|---|---|---|---|")
+    rng = random.Random(3)
+    metrics = build_metrics(CollectorRegistry(), version="bench")
+    store = RedisColdStore.from_url(url, metrics=metrics, prefix=f"bench-{os.getpid()}-sealed")
+    handoffs = SealedHandoffs(store, metrics=metrics, ttl_seconds=60, max_bytes=64 * 1024 * 1024)
+    key = derive(os.urandom(32))
+    try:
+        for n in sizes:
+            tokens = tuple(rng.randrange(200_000) for _ in range(n * TOKENS_PER_TURN))
+            snapshot = ChainSnapshot(
+                "default", f"resp_s{n}", f"ck_s{n}", b"\x01" * 16, 50, tokens, {}, AgentCounters()
+            )
+            record = record_from_snapshot(snapshot, store=False)
+            seal_times, take_times = [], []
+            for _ in range(samples):
+                started = time.perf_counter()
+                await handoffs.seal("default", key, record)
+                sealed = time.perf_counter()
+                assert await handoffs.take("default", key) is not None
+                seal_times.append(sealed - started)
+                take_times.append(time.perf_counter() - sealed)
+            size = 4 + 12 + 16 + len(snapshot.to_bytes())
+            print(
+                f"| {n} | {len(tokens)} | {size} | {ms(pct(seal_times, 0.5))} / {ms(pct(seal_times, 0.99))} "
+                f"| {ms(pct(take_times, 0.5))} / {ms(pct(take_times, 0.99))} |"
+            )
+    finally:
+        await store.close()
+
+
 async def bench_write(url: str, count: int, rate: float) -> None:
     rng = random.Random(2)
     store = make_store(url, f"bench-{os.getpid()}-write")
@@ -309,10 +347,15 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--only-sealed", action="store_true", help="only the sealed store:false handoff")
     parser.add_argument("--workloads", default="agent,saturated", help="latency workloads to run")
     args = parser.parse_args()
+    sizes = [int(n) for n in args.chains.split(",")]
     with redis_server(args.redis_url) as url:
-        asyncio.run(bench_restore(url, [int(n) for n in args.chains.split(",")], args.samples))
+        asyncio.run(bench_sealed(url, sizes, args.samples))
+        if args.only_sealed:
+            return
+        asyncio.run(bench_restore(url, sizes, args.samples))
         asyncio.run(bench_write(url, args.write_turns, args.rate))
         for workload in [] if args.skip_latency else args.workloads.split(","):
             asyncio.run(bench_latency(url, args.sessions, args.turns, args.rounds, workload))

@@ -320,8 +320,9 @@ def snapshot_from_turns(turns: Sequence[TurnRecord]) -> ChainSnapshot:
     )
 
 
-def record_from_snapshot(snapshot: ChainSnapshot) -> ResponseRecord:
-    """A live store:true record from a restored snapshot (the worker is assumed to hold nothing)."""
+def record_from_snapshot(snapshot: ChainSnapshot, *, store: bool = True) -> ResponseRecord:
+    """A live record from a restored snapshot (the worker is assumed to hold nothing): store:true from the
+    cold store, store:false from a sealed handoff (api_box/core/sealed.py)."""
     tokens = array("I", snapshot.tokens)
     header = Header(snapshot.header_key, tuple(tokens[: snapshot.header_len]))
     chain = ChainState(
@@ -331,7 +332,7 @@ def record_from_snapshot(snapshot: ChainSnapshot) -> ResponseRecord:
         tenant=snapshot.tenant,
         response_id=snapshot.response_id,
         ref=ChainRef(chain, chain.length, snapshot.agent),
-        store=True,
+        store=store,
         resource=snapshot.resource,
         input_items=snapshot.input_items,
     )
@@ -464,6 +465,10 @@ class ColdKeys:
     def chain(self, tenant: str, cache_key: str) -> str:
         """The key of one chain's list of slim records (append order)."""
         return f"{self.prefix}:{quote(tenant, safe='')}:c:{quote(cache_key, safe='')}"
+
+    def sealed(self, tenant: str, slot: str) -> str:
+        """The key of one sealed store:false handoff (api_box/core/sealed.py), by its slot id."""
+        return f"{self.prefix}:{quote(tenant, safe='')}:sealed:{quote(slot, safe='')}"
 
     def writer(self, writer_id: str) -> str:
         """A writer's liveness marker: gone means the store lost data since that writer last wrote."""

@@ -139,6 +139,12 @@ class ConnectionSession:
         last = self.last
         return last if last is not None and last.response_id == response_id else None
 
+    def resume(self, record: ResponseRecord) -> None:
+        """A sealed store:false handoff opened at connect (api_box/core/sealed.py): the connection-local
+        response to continue from, before any create has run."""
+        if self.state is IDLE and self.last is None:
+            self.last = record
+
     def receive(self, incoming: Arrival, now: float) -> list[Effect]:
         """A create (or a rejected create) arrived on the socket."""
         if now >= self.deadline:

@@ -28,6 +28,7 @@ from api_box.io.errors import as_box_error, http_error_response
 from api_box.io.logctx import REQUEST_ID, request_id_from
 from api_box.io.metrics import BoxMetrics, build_metrics, register_worker_calls
 from api_box.io.redis_store import RedisColdStore
+from api_box.io.sealed import SealedHandoffs
 from api_box.io.state import REQUEST_ID_KEY, STATE, TENANT, BoxState
 from api_box.io.tasks import TaskSet
 from api_box.io.turns import TurnRunner
@@ -71,6 +72,12 @@ def build_app(
         keyring=keyring if keyring is not None else load_keyring(settings),
         metrics=metrics,
         tasks=TaskSet(),
+        handoffs=SealedHandoffs(
+            runner.cold if settings.sealed_handoff and isinstance(runner.cold, RedisColdStore) else None,
+            metrics=metrics,
+            ttl_seconds=settings.sealed_handoff_ttl_seconds,
+            max_bytes=settings.sealed_handoff_max_bytes,
+        ),
     )
     app = web.Application(
         middlewares=[_request_id_middleware, inflight_middleware, _errors_middleware, _auth_middleware],

@@ -9,6 +9,7 @@
    reconnects) as soon as no response is running or queued on it and its turns are written to the cold
    store; HTTP requests in progress finish. A create that arrives on a socket after its close was
    decided is not run (no response.created was sent for it): the client resends it after reconnecting.
+   A socket that sent X-Tether-Handoff-Key seals its store:false last response first (api_box/io/sealed.py).
 4. The write-behind queue is flushed (its own budget, write_behind_flush_seconds).
 5. `runner.cleanup()` then closes whatever is still open with 1012 (responses still running past the
    budget are cancelled), stops the background tasks, the cold store and the worker pool; the process

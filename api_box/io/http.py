@@ -29,6 +29,7 @@ from api_box.core.errors import (
 )
 from api_box.core.events import Event, Usage
 from api_box.core.protocol import CreateRequest, item_json, parse_create
+from api_box.core.sealed import HANDOFF_KEY_HEADER, derive, parse_handoff_key
 from api_box.core.store import ResponseRecord
 from api_box.io.errors import http_error_response
 from api_box.io.metrics import CLIENT_TO_SERVER, SERVER_TO_CLIENT
@@ -72,6 +73,8 @@ async def responses_get(request: web.Request) -> web.StreamResponse:
     )
     if not ws.can_prepare(request).ok:
         raise web.HTTPUpgradeRequired(text="GET /v1/responses is the WebSocket endpoint; use POST for HTTP.")
+    raw_key = request.headers.get(HANDOFF_KEY_HEADER)
+    handoff_key = derive(parse_handoff_key(raw_key)) if raw_key is not None else None  # 400 if malformed
     await ws.prepare(request)
     transport = request.transport
     conn = WsConnection(
@@ -81,6 +84,8 @@ async def responses_get(request: web.Request) -> web.StreamResponse:
         runner=state.runner,
         tasks=state.tasks,
         abort=transport.abort if transport is not None else lambda: None,
+        handoffs=state.handoffs if handoff_key is not None and state.handoffs.enabled else None,
+        handoff_key=handoff_key,
     )
     state.connections.add(conn)
     try:

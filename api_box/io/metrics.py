@@ -20,6 +20,7 @@ MODES = ("ws", "http", "sse")
 DIRECTIONS = ("client_to_server", "server_to_client")
 CLIENT_TO_SERVER, SERVER_TO_CLIENT = DIRECTIONS
 WRITE_BEHIND_DROP_REASONS = ("queue_full", "redis_down")  # what the alert rules and dashboards expect
+SEALED_HANDOFF_RESULTS = ("sealed", "restored", "missing", "rejected", "skipped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,7 @@ class BoxMetrics:
     write_behind_lag_seconds: Gauge
     write_behind_dropped: Counter
     redis_up: Gauge
+    sealed_handoffs: Counter
     draining: Gauge
     drain_started_timestamp: Gauge
 
@@ -117,6 +119,12 @@ def build_metrics(registry: CollectorRegistry, *, version: str) -> BoxMetrics:
             "tether_box_write_behind_dropped_total", "Turns not written", ["reason"], registry=r
         ),
         redis_up=Gauge("tether_box_redis_up", "1 when the last Redis operation succeeded", registry=r),
+        sealed_handoffs=Counter(
+            "tether_box_sealed_handoffs_total",
+            "store:false handoffs across a drain, by outcome",
+            ["result"],
+            registry=r,
+        ),
         draining=Gauge("tether_box_draining", "1 once the drain started", registry=r),
         drain_started_timestamp=Gauge(
             "tether_box_drain_started_timestamp_seconds", "When the drain started (0 before)", registry=r
@@ -143,6 +151,8 @@ def _initialise_labels(m: BoxMetrics) -> None:
         m.session_lookups.labels(result)
     for reason in WRITE_BEHIND_DROP_REASONS:
         m.write_behind_dropped.labels(reason)
+    for result in SEALED_HANDOFF_RESULTS:
+        m.sealed_handoffs.labels(result)
 
 
 WORKER_CALL_RESULTS = ("ok", "resend", "failover", "error")

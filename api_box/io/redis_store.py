@@ -7,6 +7,8 @@ The only module of the box that imports redis. Key layout (api_box/core/handoff.
                                                 owned the chain append to it); trimmed to the newest
                                                 `MAX_CHAIN_RECORDS`
     {prefix}:writer:{writer_id}         STRING  this writer's marker (see "Redis lost data" below)
+    {prefix}:{tenant}:sealed:{slot}     STRING  a sealed store:false handoff (api_box/io/sealed.py):
+                                                ciphertext only, short TTL, taken with GETDEL
 
 Every key expires `ttl` seconds after its chain's last write.
 
@@ -287,6 +289,28 @@ class RedisColdStore:
             _LOG.warning("write-behind: %d turns were not written before shutdown", len(left))
         with contextlib.suppress(*_FAILURES):
             await self._client.aclose()
+
+    # ------------------------------------------------------------------ sealed store:false handoffs
+    async def put_sealed(self, tenant: str, slot: str, blob: bytes, ttl_seconds: float) -> None:
+        """SET a sealed handoff (api_box/io/sealed.py) with its TTL; raises when Redis fails."""
+        try:
+            async with asyncio.timeout(self._op_timeout):
+                await self._client.set(self._keys.sealed(tenant, slot), blob, px=int(ttl_seconds * 1000))
+        except _FAILURES as exc:
+            self._set_down(exc, "sealed handoff write")
+            raise
+        self._set_up()
+
+    async def take_sealed(self, tenant: str, slot: str) -> bytes | None:
+        """GETDEL a sealed handoff (one use): its bytes, or None; raises when Redis fails."""
+        try:
+            async with asyncio.timeout(self._op_timeout):
+                raw = cast(bytes | None, await self._client.getdel(self._keys.sealed(tenant, slot)))
+        except _FAILURES as exc:
+            self._set_down(exc, "sealed handoff read")
+            raise
+        self._set_up()
+        return raw
 
     # ------------------------------------------------------------------ observability
     def lag(self) -> float:

@@ -16,6 +16,10 @@ shutdown closes with 1012 (the SDK reconnects on it).
 Drain (api_box/io/drain.py): `drain()` closes with 1012 once no response is running or queued and the
 cold store has written this connection's turns; a frame that arrives after that decision is not run
 (no response.created was sent for it; the client resends it after reconnecting).
+
+Sealed handoff (api_box/io/sealed.py): a connection opened with X-Tether-Handoff-Key takes the sealed
+store:false response left under that key before reading its first frame, and seals its own last
+store:false response before its drain close.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from api_box.config import Settings
 from api_box.core.errors import BinaryFrame, InvalidJson, RequestError
 from api_box.core.events import Event
 from api_box.core.protocol import parse_create
+from api_box.core.sealed import HandoffKey
 from api_box.core.session import (
     CLOSE_SERVICE_RESTART,
     Arrival,
@@ -47,6 +52,7 @@ from api_box.core.session import (
 )
 from api_box.io.errors import as_box_error, ws_error_event
 from api_box.io.metrics import CLIENT_TO_SERVER, SERVER_TO_CLIENT, BoxMetrics
+from api_box.io.sealed import SealedHandoffs
 from api_box.io.tasks import TaskSet
 from api_box.io.turns import TurnRunner
 
@@ -74,8 +80,12 @@ class WsConnection:
         runner: TurnRunner,
         tasks: TaskSet,
         abort: Callable[[], None] = lambda: None,
+        handoffs: SealedHandoffs | None = None,
+        handoff_key: HandoffKey | None = None,
     ) -> None:
         self.ws = ws
+        self._handoffs = handoffs if handoff_key is not None else None
+        self._handoff_key = handoff_key
         self._abort = abort  # drops the TCP connection at once (a peer that does not read)
         self.tenant = tenant
         self.settings = settings
@@ -110,6 +120,7 @@ class WsConnection:
         self._watchdog = self._loop.call_later(self.settings.send_timeout_seconds / 2, self._watch_sends)
         self._arm_timer()
         try:
+            await self._take_handoff()
             while not self._closing:
                 msg = await self.ws.receive()
                 if msg.type is WSMsgType.TEXT:
@@ -142,7 +153,17 @@ class WsConnection:
     async def _flush_then_close(self) -> None:
         # The client reconnects at once, possibly to another box that restores from the cold store.
         await self.runner.cold.flush()
+        last = self.session.last
+        if self._handoffs is not None and self._handoff_key is not None and last is not None:
+            await self._handoffs.seal(self.tenant, self._handoff_key, last)
         self._request_close(CLOSE_SERVICE_RESTART, "server draining")
+
+    async def _take_handoff(self) -> None:
+        """Once, before the first frame is read: install the sealed response a drained box left."""
+        if self._handoffs is not None and self._handoff_key is not None:
+            record = await self._handoffs.take(self.tenant, self._handoff_key)
+            if record is not None:
+                self.session.resume(record)
 
     # -- reading -----------------------------------------------------------------------------------
 

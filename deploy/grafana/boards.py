@@ -507,6 +507,13 @@ def _handoff() -> list[Panel]:
             "cps",
             width=8,
         ),
+        timeseries(
+            "Sealed store:false handoffs / s",
+            "store:false chains sealed on drain, restored at connect, missing, rejected or skipped.",
+            [(rate("tether_box_sealed_handoffs_total", "result"), "{{result}}")],
+            "cps",
+            width=8,
+        ),
     ]
 
 

@@ -9,8 +9,10 @@ One cluster for the module; a test that stops a process starts it again before i
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
+import os
 import shutil
 import threading
 import time
@@ -130,6 +132,7 @@ class SdkAgent:
     def __init__(self, base_url: str, session: str, turns: int, slow_turn: int) -> None:
         self.client = OpenAI(base_url=base_url, api_key=DEV_API_KEY, max_retries=0, timeout=30)
         self.session, self.turns, self.slow_turn = session, turns, slow_turn
+        self.headers = {"X-Session-Id": session}
         self.slow_started = threading.Event()
         self.reconnect_codes: list[int] = []
         self.responses: list[Any] = []
@@ -137,14 +140,17 @@ class SdkAgent:
         self.started = False
         self.resent = 0
 
-    def run(self) -> None:
-        with self.client.responses.connect(
-            extra_headers={"X-Session-Id": self.session},
+    def connect(self) -> Any:
+        return self.client.responses.connect(
+            extra_headers=self.headers,  # the SDK sends them again on every reconnect
             on_reconnecting=self._on_reconnecting,
             max_retries=8,
             initial_delay=0.1,
             max_delay=1.0,
-        ) as conn:
+        )
+
+    def run(self) -> None:
+        with self.connect() as conn:
             self.conn = conn
             while len(self.responses) < self.turns:
                 self._send(self._create(len(self.responses) + 1))
@@ -209,6 +215,54 @@ async def test_the_sdk_reconnects_on_a_drain_and_continues_its_chain_on_the_new_
         restored = await metric(http, cluster, "box-1", "tether_box_session_lookups_total", result="redis")
         assert restored >= restored_before + 1
     finally:
+        await cluster.restart("box-0")
+
+
+class SealedAgent(SdkAgent):
+    """A store:false client on the openai SDK (sync, in a thread) that sends X-Tether-Handoff-Key: one
+    turn, then (once `go` is set) a continuation by previous_response_id, resent after the reconnect when
+    the drained socket had already closed (SdkAgent's rules)."""
+
+    def __init__(self, base_url: str, session: str) -> None:
+        super().__init__(base_url, session, turns=2, slow_turn=0)
+        key = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+        self.headers["X-Tether-Handoff-Key"] = key
+        self.first_done, self.go = threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        create = {"model": "tether-sim", "store": False, "max_output_tokens": 64}
+        with self.connect() as conn:
+            self.conn = conn
+            self._send({**create, "input": "Remember the word pineapple."})
+            self.responses.append(self._completed())
+            self.first_done.set()
+            assert self.go.wait(60)
+            self._send({**create, "previous_response_id": self.responses[0].id, "input": "Which word?"})
+            self.responses.append(self._completed())
+
+
+async def test_a_store_false_sdk_connection_with_a_handoff_key_continues_across_a_drain(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    (session,) = await sessions_on(http, cluster, "box-0", 1)
+    labels = {"result": "restored"}
+    restored_before = await metric(http, cluster, "box-1", "tether_box_sealed_handoffs_total", **labels)
+    agent = SealedAgent(cluster.base_url, session)
+    running = asyncio.ensure_future(asyncio.to_thread(agent.run))
+    try:
+        assert await asyncio.to_thread(agent.first_done.wait, 60), "the first turn never completed"
+        code = await cluster.terminate("box-0")  # SIGTERM: the idle socket is sealed, then closed (1012)
+        agent.go.set()
+        await running
+        assert code == 0
+        assert agent.reconnect_codes[:1] == [1012]
+        first, second = agent.responses
+        assert second.status == "completed"
+        assert second.previous_response_id == first.id  # continued by id on box-1, no context resent
+        restored = await metric(http, cluster, "box-1", "tether_box_sealed_handoffs_total", **labels)
+        assert restored == restored_before + 1
+    finally:
+        agent.go.set()
         await cluster.restart("box-0")
 
 
