@@ -117,6 +117,11 @@ def test_each_command_line_parses_with_the_component_own_parser(rendered: Render
     box = box_main.settings_from(_kubelet_args(box_c), _literal_env(box_c))
     assert box.box_id == DOWNWARD["$(POD_NAME)"]
     assert box.shutdown_grace_seconds == float(_literal_env(box_c)["TETHER_BOX_SHUTDOWN_GRACE_SECONDS"])
+    assert (box.sealed_handoff, box.sealed_handoff_ttl_seconds, box.sealed_handoff_max_bytes) == (
+        True,
+        60.0,
+        16 * 1024 * 1024,
+    )
     # worker: build_parser(), then from_env(...).with_overrides(...), as gpu_worker.__main__.main does.
     args = vars(worker_main.build_parser().parse_args(_kubelet_args(worker_c)))
     worker = WorkerSettings.from_env(_literal_env(worker_c)).with_overrides(**args)

@@ -397,3 +397,12 @@ def test_metrics_scrapers_can_be_narrowed() -> None:
             if "from" not in rule:
                 # only the router's client port stays open to everyone
                 assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+
+
+def test_the_store_false_sealed_handoff_can_be_turned_off_and_tuned() -> None:
+    values = {"apiBox": {"sealedHandoff": {"enabled": False, "ttlSeconds": 30, "maxBytes": 1048576}}}
+    (box,) = containers(render_values(values).workload("api-box"))
+    env = {e["name"]: e.get("value") for e in box["env"]}
+    assert env["TETHER_BOX_SEALED_HANDOFF"] == "0"
+    assert env["TETHER_BOX_SEALED_HANDOFF_TTL_SECONDS"] == "30"
+    assert env["TETHER_BOX_SEALED_HANDOFF_MAX_BYTES"] == "1048576"
