@@ -164,9 +164,10 @@ class ConnectionSession:
         self._expired = True
         return _TABLE[(self.state, _DEADLINE)](self, None)
 
-    def close(self) -> list[Effect]:
-        """The socket closed: release what the connection held."""
-        effects = self._release(self.last)
+    def close(self, *, keep_chain: bool = False) -> list[Effect]:
+        """The socket closed: release what the connection held, except a chain handed off to the client's
+        next connection (`keep_chain`: the worker keeps its KV, so the next box continues it warm)."""
+        effects = [] if keep_chain else self._release(self.last)
         self.last = None
         self._queue.clear()
         self.state = CLOSED

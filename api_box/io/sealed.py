@@ -53,23 +53,24 @@ class SealedHandoffs:
         """Whether sealed handoffs are written and read at all."""
         return self._slots is not None
 
-    async def seal(self, tenant: str, key: HandoffKey, record: ResponseRecord) -> None:
-        """Seal and store a store:false response for the client's next connection (skipped when over the
-        size bound or when the store fails; never raises)."""
+    async def seal(self, tenant: str, key: HandoffKey, record: ResponseRecord) -> bool:
+        """Seal and store a store:false response for the client's next connection; whether it was stored
+        (not when over the size bound or when the store fails; never raises)."""
         if self._slots is None or record.store:
-            return
+            return False
         if 4 * record.ref.length + _SEAL_OVERHEAD > self._max_bytes:
             _LOG.warning("sealed handoff skipped: chain of %d tokens over the size bound", record.ref.length)
             self._count("skipped")
-            return
+            return False
         try:
             blob = seal(record, key, nonce=secrets.token_bytes(NONCE_BYTES))
             await self._slots.put_sealed(tenant, key.slot, blob, self._ttl)
         except Exception as exc:
             _LOG.warning("sealed handoff skipped: the write failed (%s)", type(exc).__name__)
             self._count("skipped")
-            return
+            return False
         self._count("sealed")
+        return True
 
     async def take(self, tenant: str, key: HandoffKey) -> ResponseRecord | None:
         """The sealed response left for this key by a drained box, or None (never raises)."""

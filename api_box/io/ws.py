@@ -112,6 +112,7 @@ class WsConnection:
         self._done = asyncio.Event()
         self._draining = False
         self._drain_close: asyncio.Task[None] | None = None  # set once the drain decided to close
+        self._handed_off = False  # the last response was sealed for the client's next connection
 
     async def serve(self) -> None:
         """Read frames until the socket closes, then release everything the connection holds."""
@@ -155,7 +156,9 @@ class WsConnection:
         await self.runner.cold.flush()
         last = self.session.last
         if self._handoffs is not None and self._handoff_key is not None and last is not None:
-            await self._handoffs.seal(self.tenant, self._handoff_key, last)
+            # Sealed: the worker keeps the chain's KV, so the client's next box continues it warm (the
+            # worker pool routes by cache key, and the worker's LRU frees it if nobody comes back).
+            self._handed_off = await self._handoffs.seal(self.tenant, self._handoff_key, last)
         self._request_close(CLOSE_SERVICE_RESTART, "server draining")
 
     async def _take_handoff(self) -> None:
@@ -328,7 +331,7 @@ class WsConnection:
             with contextlib.suppress(asyncio.CancelledError):
                 await turn
         self._closing = True
-        self._apply(self.session.close())
+        self._apply(self.session.close(keep_chain=self._handed_off))
         sender = self._sender
         if sender is not None and not sender.done():
             if self._close_queued and not self.ws.closed:

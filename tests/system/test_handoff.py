@@ -259,6 +259,8 @@ async def test_a_store_false_sdk_connection_with_a_handoff_key_continues_across_
         first, second = agent.responses
         assert second.status == "completed"
         assert second.previous_response_id == first.id  # continued by id on box-1, no context resent
+        # box-0 kept the chain on the worker when it sealed it, so box-1's first turn is prefilled warm.
+        assert second.usage.input_tokens_details.cached_tokens >= first.usage.input_tokens
         restored = await metric(http, cluster, "box-1", "tether_box_sealed_handoffs_total", **labels)
         assert restored == restored_before + 1
     finally:

@@ -69,9 +69,10 @@ async def test_a_drained_store_false_socket_continues_on_another_box_once(
     key, raw = new_key()
     headers = {**AUTH, HANDOFF_KEY_HEADER: key}
     ws, first = await first_turn(box, headers)
-    first_chain = fake_pool.sent[-1].chain
+    first_chain, cache_key = fake_pool.sent[-1].chain, fake_pool.sent[-1].request.cache_key
     await drained(box, ws)
     assert box.registry.get_sample_value("tether_box_sealed_handoffs_total", {"result": "sealed"}) == 1  # type: ignore[attr-defined]
+    assert cache_key not in fake_pool.dropped  # the worker keeps the sealed chain's KV for the next box
 
     # Redis holds ciphertext only, under the derived slot, with the short TTL.
     slot_key = ColdKeys(redis_prefix).sealed("alpha", derive(raw).slot)
@@ -89,6 +90,7 @@ async def test_a_drained_store_false_socket_continues_on_another_box_once(
     assert done["type"] == "response.completed", done
     assert done["response"]["previous_response_id"] == first["id"]
     continued = fake_pool.sent[-1].chain
+    assert fake_pool.sent[-1].request.cache_key == cache_key  # the same chain, so the same worker entry
     assert continued[: len(first_chain)] == first_chain  # the whole earlier chain went to the worker
     assert len(continued) > len(first_chain)
     peer_count = peer.registry.get_sample_value  # type: ignore[attr-defined]
@@ -155,7 +157,7 @@ async def test_without_a_key_nothing_is_written_or_read(
 
 
 async def test_the_feature_off_or_a_chain_over_the_bound_writes_nothing(
-    make_box: Boxes, redis_url: str, redis_prefix: str, raw_redis: aioredis.Redis
+    make_box: Boxes, redis_url: str, redis_prefix: str, raw_redis: aioredis.Redis, fake_pool: FakeWorkerPool
 ) -> None:
     key, _ = new_key()
     off = await make_box(redis_url, "box-off", sealed_handoff=False)
@@ -165,6 +167,9 @@ async def test_the_feature_off_or_a_chain_over_the_bound_writes_nothing(
     ws, _ = await first_turn(small, {**AUTH, HANDOFF_KEY_HEADER: key})
     await drained(small, ws)
     assert await keys_under(raw_redis, redis_prefix) == []
+    # Nothing was handed off, so the worker may free both chains as for any closed store:false socket.
+    await asyncio.sleep(0.05)  # DropSession calls are fire-and-forget tasks
+    assert {sent.request.cache_key for sent in fake_pool.sent} <= set(fake_pool.dropped)
     assert small.registry.get_sample_value("tether_box_sealed_handoffs_total", {"result": "skipped"}) == 1  # type: ignore[attr-defined]
 
 

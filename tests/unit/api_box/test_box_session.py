@@ -110,6 +110,15 @@ def test_the_same_chain_is_not_released_when_extended_in_place() -> None:
     assert s.turn_finished(TurnOutcome(shared, None), 2.0) == []
 
 
+def test_closing_releases_the_last_store_false_chain_unless_it_was_handed_off() -> None:
+    for keep_chain, released in ((False, [ReleaseChain("ck_r1")]), (True, [])):
+        s = session()
+        s.receive(create(), 0.0)
+        s.turn_finished(TurnOutcome(record("r1"), None), 1.0)
+        assert s.close(keep_chain=keep_chain) == released  # a sealed chain stays on the worker, warm
+        assert s.lookup("r1") is None
+
+
 def test_a_failed_continuation_evicts_the_referenced_response() -> None:
     s = session()
     s.receive(create(), 0.0)
