@@ -2,7 +2,7 @@
 
 `ResponseEvents` turns what the worker produces (text deltas, function-call starts and argument deltas, the
 end of generation) into the Responses streaming events, in the order OpenAI emits them
-(/work/shared/reference/protocol.md §1.3):
+(the team's protocol notes, shared/reference/protocol.md §1.3):
 
     response.created → response.in_progress
       → response.output_item.added → response.content_part.added → response.output_text.delta ×N

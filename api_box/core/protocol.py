@@ -5,7 +5,8 @@ invariant, property-tested in tests/unit/api_box/test_box_protocol_properties.py
 accepted as a `CreateRequest` or rejected with a `RequestError` subclass from api_box/core/errors.py; no
 other exception escapes.
 
-Accepted input (see /work/shared/reference/protocol.md §1.2): `input` as a string or a list of items —
+Accepted input (see the team's protocol notes, shared/reference/protocol.md §1.2): `input` as a string or
+a list of items —
 `message` (role user/assistant/system/developer; content a string or input_text/output_text parts),
 `function_call`, `function_call_output`; function `tools`; `tool_choice`; `instructions`; `store`;
 `previous_response_id`; `metadata`; `max_output_tokens`; `generate` (warm-up when false); `temperature`,
