@@ -44,9 +44,9 @@ import logging
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -71,6 +71,7 @@ _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 1.0
 # that woke it sends its terminal event first, and turns completing meanwhile share the round trip.
 COALESCE_SECONDS = 0.002
 _FAILURES = (RedisError, OSError, TimeoutError)
+_T = TypeVar("_T")
 _BATCH_BYTES = 8 * 1024 * 1024  # a batch holds at most this much (or one turn), so one round trip stays short
 _WRITE_RATE = 50e6  # bytes/s a write is allowed on top of the op timeout (big whole records)
 DROP_REASONS = ("queue_full", "redis_down", "too_large", "redis_error", "shutdown")
@@ -195,12 +196,9 @@ class RedisColdStore:
         the box serves, and the store recovers when Redis answers."""
         self._ensure_writer()
         try:
-            async with asyncio.timeout(self._op_timeout):
-                await self._client.ping()
-        except _FAILURES as exc:
-            self._set_down(exc, "ping")
+            await self._command("ping", self._client.ping())
+        except _FAILURES:
             return False
-        self._set_up()
         return True
 
     async def append(self, turn: TurnRecord) -> None:
@@ -249,13 +247,8 @@ class RedisColdStore:
     async def delete(self, tenant: str, response_id: str) -> None:
         """Forget a response (after its pending write, if any, so that the write does not revive it)."""
         await self._settle_pending(tenant, response_id)
-        try:
-            async with asyncio.timeout(self._op_timeout):
-                await self._client.delete(self._keys.response(tenant, response_id))
-        except _FAILURES as exc:
-            self._set_down(exc, "delete")
-            return
-        self._set_up()
+        with contextlib.suppress(*_FAILURES):
+            await self._command("delete", self._client.delete(self._keys.response(tenant, response_id)))
 
     async def flush(self) -> bool:
         """Wait until every turn appended so far is written (or dropped); False when the flush budget
@@ -293,24 +286,13 @@ class RedisColdStore:
     # ------------------------------------------------------------------ sealed store:false handoffs
     async def put_sealed(self, tenant: str, slot: str, blob: bytes, ttl_seconds: float) -> None:
         """SET a sealed handoff (api_box/io/sealed.py) with its TTL; raises when Redis fails."""
-        try:
-            async with asyncio.timeout(self._op_timeout):
-                await self._client.set(self._keys.sealed(tenant, slot), blob, px=int(ttl_seconds * 1000))
-        except _FAILURES as exc:
-            self._set_down(exc, "sealed handoff write")
-            raise
-        self._set_up()
+        key = self._keys.sealed(tenant, slot)
+        await self._command("sealed handoff write", self._client.set(key, blob, px=int(ttl_seconds * 1000)))
 
     async def take_sealed(self, tenant: str, slot: str) -> bytes | None:
         """GETDEL a sealed handoff (one use): its bytes, or None; raises when Redis fails."""
-        try:
-            async with asyncio.timeout(self._op_timeout):
-                raw = cast(bytes | None, await self._client.getdel(self._keys.sealed(tenant, slot)))
-        except _FAILURES as exc:
-            self._set_down(exc, "sealed handoff read")
-            raise
-        self._set_up()
-        return raw
+        raw = await self._command("sealed handoff read", self._client.getdel(self._keys.sealed(tenant, slot)))
+        return cast(bytes | None, raw)
 
     # ------------------------------------------------------------------ observability
     def lag(self) -> float:
@@ -458,6 +440,17 @@ class RedisColdStore:
             self._up = True
             self._metrics.redis_up.set(1)
             _LOG.info("Redis answers")
+
+    async def _command(self, during: str, command: Awaitable[_T]) -> _T:
+        """One Redis command within the op timeout, marking Redis up or down; a failure is raised."""
+        try:
+            async with asyncio.timeout(self._op_timeout):
+                result = await command
+        except _FAILURES as exc:
+            self._set_down(exc, during)
+            raise
+        self._set_up()
+        return result
 
     def _set_down(self, exc: BaseException, during: str) -> None:
         if self._up:
