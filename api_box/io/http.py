@@ -84,8 +84,7 @@ async def responses_get(request: web.Request) -> web.StreamResponse:
         runner=state.runner,
         tasks=state.tasks,
         abort=transport.abort if transport is not None else lambda: None,
-        handoffs=state.handoffs if handoff_key is not None and state.handoffs.enabled else None,
-        handoff_key=handoff_key,
+        handoff=state.handoffs.for_key(handoff_key),
     )
     state.connections.add(conn)
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from dataclasses import dataclass
 from typing import Protocol
 
 from api_box.core.sealed import NONCE_BYTES, HandoffKey, open_sealed, seal
@@ -94,5 +95,26 @@ class SealedHandoffs:
         self._count("restored")
         return record
 
+    def for_key(self, key: HandoffKey | None) -> KeyedHandoff | None:
+        """What one connection uses: these handoffs bound to its client's key (None without a key, or
+        when the feature is off)."""
+        return KeyedHandoff(self, key) if key is not None and self.enabled else None
+
     def _count(self, result: str) -> None:
         self._metrics.sealed_handoffs.labels(result).inc()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedHandoff:
+    """The sealed handoff of one WebSocket connection (api_box/io/ws.py)."""
+
+    handoffs: SealedHandoffs
+    key: HandoffKey
+
+    async def seal(self, tenant: str, record: ResponseRecord) -> bool:
+        """Seal the connection's last response for the client's next connection (see SealedHandoffs)."""
+        return await self.handoffs.seal(tenant, self.key, record)
+
+    async def take(self, tenant: str) -> ResponseRecord | None:
+        """The response a drained box left for this key, or None (see SealedHandoffs)."""
+        return await self.handoffs.take(tenant, self.key)

@@ -37,7 +37,6 @@ from api_box.config import Settings
 from api_box.core.errors import BinaryFrame, InvalidJson, RequestError
 from api_box.core.events import Event
 from api_box.core.protocol import parse_create
-from api_box.core.sealed import HandoffKey
 from api_box.core.session import (
     CLOSE_SERVICE_RESTART,
     Arrival,
@@ -52,7 +51,7 @@ from api_box.core.session import (
 )
 from api_box.io.errors import as_box_error, ws_error_event
 from api_box.io.metrics import CLIENT_TO_SERVER, SERVER_TO_CLIENT, BoxMetrics
-from api_box.io.sealed import SealedHandoffs
+from api_box.io.sealed import KeyedHandoff
 from api_box.io.tasks import TaskSet
 from api_box.io.turns import TurnRunner
 
@@ -80,12 +79,10 @@ class WsConnection:
         runner: TurnRunner,
         tasks: TaskSet,
         abort: Callable[[], None] = lambda: None,
-        handoffs: SealedHandoffs | None = None,
-        handoff_key: HandoffKey | None = None,
+        handoff: KeyedHandoff | None = None,
     ) -> None:
         self.ws = ws
-        self._handoffs = handoffs if handoff_key is not None else None
-        self._handoff_key = handoff_key
+        self._handoff = handoff  # the client sent X-Tether-Handoff-Key (and the box has the feature on)
         self._abort = abort  # drops the TCP connection at once (a peer that does not read)
         self.tenant = tenant
         self.settings = settings
@@ -155,16 +152,16 @@ class WsConnection:
         # The client reconnects at once, possibly to another box that restores from the cold store.
         await self.runner.cold.flush()
         last = self.session.last
-        if self._handoffs is not None and self._handoff_key is not None and last is not None:
+        if self._handoff is not None and last is not None:
             # Sealed: the worker keeps the chain's KV, so the client's next box continues it warm (the
             # worker pool routes by cache key, and the worker's LRU frees it if nobody comes back).
-            self._handed_off = await self._handoffs.seal(self.tenant, self._handoff_key, last)
+            self._handed_off = await self._handoff.seal(self.tenant, last)
         self._request_close(CLOSE_SERVICE_RESTART, "server draining")
 
     async def _take_handoff(self) -> None:
         """Once, before the first frame is read: install the sealed response a drained box left."""
-        if self._handoffs is not None and self._handoff_key is not None:
-            record = await self._handoffs.take(self.tenant, self._handoff_key)
+        if self._handoff is not None:
+            record = await self._handoff.take(self.tenant)
             if record is not None:
                 self.session.resume(record)
 
