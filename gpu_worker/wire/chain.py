@@ -28,7 +28,11 @@ def _pack(tokens: Sequence[int]) -> bytes:
 
 def fold_block(previous: bytes, block: Sequence[int]) -> bytes:
     """The hash of a full block chained after `previous` (b"" for the first block)."""
-    return blake2b(previous + _pack(block), digest_size=DIGEST_SIZE).digest()
+    return _fold_packed(previous, _pack(block))
+
+
+def _fold_packed(previous: bytes, packed_block: bytes) -> bytes:
+    return blake2b(previous + packed_block, digest_size=DIGEST_SIZE).digest()
 
 
 class ChainDigest:
@@ -67,9 +71,7 @@ class ChainDigest:
         full = len(pending) // BLOCK_TOKENS
         last = self._last
         for k in range(full):
-            last = blake2b(
-                last + packed[k * block_bytes : (k + 1) * block_bytes], digest_size=DIGEST_SIZE
-            ).digest()
+            last = _fold_packed(last, packed[k * block_bytes : (k + 1) * block_bytes])
             if self._keep_blocks:
                 self._block_hashes.append(last)
         self._last = last
