@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from api_box.core.chain import AgentCounters  # noqa: E402
 from api_box.core.handoff import ChainSnapshot, TurnRecord, record_from_snapshot  # noqa: E402
-from api_box.core.sealed import derive  # noqa: E402
+from api_box.core.sealed import NONCE_BYTES, derive, seal  # noqa: E402
 from api_box.io.metrics import build_metrics  # noqa: E402
 from api_box.io.redis_store import RedisColdStore  # noqa: E402
 from api_box.io.sealed import SealedHandoffs  # noqa: E402
@@ -214,7 +214,7 @@ async def bench_sealed(url: str, sizes: list[int], samples: int) -> None:
                 assert await handoffs.take("default", key) is not None
                 seal_times.append(sealed - started)
                 take_times.append(time.perf_counter() - sealed)
-            size = 4 + 12 + 16 + len(snapshot.to_bytes())
+            size = len(seal(record, key, nonce=bytes(NONCE_BYTES)))  # what put_sealed stores
             print(
                 f"| {n} | {len(tokens)} | {size} | {ms(pct(seal_times, 0.5))} / {ms(pct(seal_times, 0.99))} "
                 f"| {ms(pct(take_times, 0.5))} / {ms(pct(take_times, 0.99))} |"
