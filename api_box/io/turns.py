@@ -76,6 +76,23 @@ class TurnResult:
         return str(self.resource["status"])
 
 
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    """One response in progress: what `run` decided, shared by the steps that stream and finish it."""
+
+    create: CreateRequest
+    tenant: str
+    base: ResponseRecord | None
+    header: Header
+    pending: PendingTurn
+    response_id: str
+    emit: Emit
+    mode: str
+    received_at: float
+    context_bytes: int
+    stateless: bool  # HTTP full context: nothing is kept and the worker gets no cache key
+
+
 class _Timing:
     """Time to first output delta and inter-token latency of one response."""
 
@@ -187,82 +204,48 @@ class TurnRunner:
             raise MissingParameter("Missing required parameter: 'input'.", param="input")
         context_bytes = (base.ref.context_bytes if base is not None else 0) + request_bytes
         self.metrics.full_context_bytes.labels(mode).inc(context_bytes)
-        response_id = new_id("resp")
-        token = RESPONSE_ID.set(response_id)  # every log line of this turn names its response
-        try:
-            return await self._respond(
-                create,
-                tenant,
-                base,
-                header,
-                pending,
-                response_id,
-                emit,
-                mode=mode,
-                received_at=received_at,
-                context_bytes=context_bytes,
-                stateless=stateless,
-            )
-        finally:
-            RESPONSE_ID.reset(token)
-
-    async def _respond(
-        self,
-        create: CreateRequest,
-        tenant: str,
-        base: ResponseRecord | None,
-        header: Header,
-        pending: PendingTurn,
-        response_id: str,
-        emit: Emit,
-        *,
-        mode: str,
-        received_at: float,
-        context_bytes: int,
-        stateless: bool,
-    ) -> TurnResult:
-        template = response_template(create, response_id=response_id, created_at=int(self.wall()))
-        events = ResponseEvents(template, new_id)
-        try:
-            request = self._request(create, header, pending, response_id, stateless=stateless)
-            done = await self._stream(request, events, emit, mode=mode, received_at=received_at)
-        except BaseException as exc:
-            abort_turn(pending)
-            if not isinstance(exc, Exception):
-                raise  # cancelled: the connection went away
-            return await self._failed(create, events, emit, exc, mode=mode, received_at=received_at)
-        return await self._completed(
-            create,
+        turn = _Turn(
+            create=create,
             tenant=tenant,
             base=base,
+            header=header,
             pending=pending,
-            events=events,
-            done=done,
+            response_id=new_id("resp"),
             emit=emit,
             mode=mode,
             received_at=received_at,
             context_bytes=context_bytes,
             stateless=stateless,
         )
+        token = RESPONSE_ID.set(turn.response_id)  # every log line of this turn names its response
+        try:
+            return await self._respond(turn)
+        finally:
+            RESPONSE_ID.reset(token)
 
-    def _request(
-        self,
-        create: CreateRequest,
-        header: Header,
-        pending: PendingTurn,
-        response_id: str,
-        *,
-        stateless: bool,
-    ) -> GenerationRequest:
+    async def _respond(self, turn: _Turn) -> TurnResult:
+        template = response_template(turn.create, response_id=turn.response_id, created_at=int(self.wall()))
+        events = ResponseEvents(template, new_id)
+        try:
+            done = await self._stream(turn, self._request(turn), events)
+        except BaseException as exc:
+            abort_turn(turn.pending)
+            if not isinstance(exc, Exception):
+                raise  # cancelled: the connection went away
+            return await self._failed(turn, events, exc)
+        return await self._completed(turn, events, done)
+
+    def _request(self, turn: _Turn) -> GenerationRequest:
+        create, pending, stateless = turn.create, turn.pending, turn.stateless
         agent = pending.agent
         return GenerationRequest(
-            request_id=response_id,
+            request_id=turn.response_id,
             cache_key=None if stateless else pending.chain.cache_key,
             chain=pending.chain.tokens,
             held_len=0 if stateless else pending.held_len,
             held_digest=b"" if stateless else pending.held_digest,
             max_output_tokens=create.max_output_tokens or self.settings.default_max_output_tokens,
-            tools=self._specs(create, header),
+            tools=self._specs(create, turn.header),
             tool_choice=create.tool_choice,
             agent=AgentState(
                 agent.tool_calls_since_user_message, agent.user_messages, agent.last_item_is_tool_output
@@ -286,12 +269,11 @@ class TurnRunner:
             self._tool_specs[header.key] = specs
         return specs
 
-    async def _stream(
-        self, request: GenerationRequest, events: ResponseEvents, emit: Emit, *, mode: str, received_at: float
-    ) -> Done:
+    async def _stream(self, turn: _Turn, request: GenerationRequest, events: ResponseEvents) -> Done:
+        emit = turn.emit
         for event in events.start(in_progress=request.generate):
             await emit(event)
-        timing = _Timing(self.metrics, mode, received_at, self.clock)
+        timing = _Timing(self.metrics, turn.mode, turn.received_at, self.clock)
         stream = self.pool.generate(request)
         done: Done | None = None
         try:
@@ -321,51 +303,29 @@ class TurnRunner:
             raise BoxError("the worker stream ended without Done")
         return done
 
-    async def _failed(
-        self,
-        create: CreateRequest,
-        events: ResponseEvents,
-        emit: Emit,
-        exc: Exception,
-        *,
-        mode: str,
-        received_at: float,
-    ) -> TurnResult:
+    async def _failed(self, turn: _Turn, events: ResponseEvents, exc: Exception) -> TurnResult:
         error = as_box_error(exc)
         _LOG.warning("response failed: %s (%s)", error.code, exc)
         self.metrics.errors.labels(error.code).inc()
-        self._finished(mode, "failed", received_at)
+        self._finished(turn, "failed")
         for event in events.fail(error):
-            await emit(event)  # may raise when the client is the one that went away
-        return TurnResult(TurnOutcome(None, create.previous_response_id), events.resource, error)
+            await turn.emit(event)  # may raise when the client is the one that went away
+        return TurnResult(TurnOutcome(None, turn.create.previous_response_id), events.resource, error)
 
-    async def _completed(
-        self,
-        create: CreateRequest,
-        *,
-        tenant: str,
-        base: ResponseRecord | None,
-        pending: PendingTurn,
-        events: ResponseEvents,
-        done: Done,
-        emit: Emit,
-        mode: str,
-        received_at: float,
-        context_bytes: int,
-        stateless: bool,
-    ) -> TurnResult:
+    async def _completed(self, turn: _Turn, events: ResponseEvents, done: Done) -> TurnResult:
         """Finish the response; keep its record unless the turn was stateless (HTTP full context)."""
+        create, pending = turn.create, turn.pending
         if create.generate:
             usage = Usage(done.prompt_tokens, done.cached_tokens, done.output_tokens)
             final = events.finish(usage, finish_reason=done.finish_reason, completed_at=int(self.wall()))
         else:
             final = events.warmed(completed_at=int(self.wall()))
-        if stateless:
+        if turn.stateless:
             # Nothing of a stateless turn is kept: no commit (no digest of the whole chain), no record.
             abort_turn(pending)
             for event in final:
-                await emit(event)
-            self._finished(mode, events.resource["status"], received_at)
+                await turn.emit(event)
+            self._finished(turn, events.resource["status"])
             return TurnResult(TurnOutcome(None, None), events.resource)
         output_bytes = len(orjson.dumps(events.resource["output"]))
         ref = commit_turn(
@@ -374,15 +334,15 @@ class TurnRunner:
             [call.call_id for call in events.function_calls],
             worker_len=done.chain_len,
             worker_digest=done.chain_digest,
-            context_bytes=context_bytes + output_bytes,
+            context_bytes=turn.context_bytes + output_bytes,
         )
-        record = self._record(create, tenant, ref, events)
+        record = self._record(create, turn.tenant, ref, events)
         if create.store:
             self._keep(record)
-            await self._write_behind(record, base, pending, create)
+            await self._write_behind(record, turn.base, pending, create)
         for event in final:
-            await emit(event)
-        self._finished(mode, events.resource["status"], received_at)
+            await turn.emit(event)
+        self._finished(turn, events.resource["status"])
         return TurnResult(TurnOutcome(record, create.previous_response_id), events.resource)
 
     def _record(
@@ -426,11 +386,11 @@ class TurnRunner:
         except Exception:
             _LOG.warning("cold store append failed", exc_info=True)
 
-    def _finished(self, mode: str, status: str, received_at: float) -> None:
-        elapsed = self.clock() - received_at
-        self.metrics.responses.labels(mode, status).inc()
-        self.metrics.turn_duration.labels(mode).observe(elapsed)
-        _ACCESS.info("response %s mode=%s duration_ms=%.1f", status, mode, elapsed * 1000)
+    def _finished(self, turn: _Turn, status: str) -> None:
+        elapsed = self.clock() - turn.received_at
+        self.metrics.responses.labels(turn.mode, status).inc()
+        self.metrics.turn_duration.labels(turn.mode).observe(elapsed)
+        _ACCESS.info("response %s mode=%s duration_ms=%.1f", status, turn.mode, elapsed * 1000)
 
 
 def _item_prefix(item: object) -> str:
