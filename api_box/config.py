@@ -43,7 +43,9 @@ class Settings:
     max_items: int = 4096
     max_tools: int = 128
     max_chain_tokens: int = 1_048_576
-    max_queued_creates: int = 64
+    max_queued_creates: int = 64  # per WebSocket connection, across its lanes
+    ws_max_in_flight: int = 16  # responses running at once on one connection (different stream_id lanes)
+    ws_max_streams: int = 32  # distinct named lanes (stream_id) per connection
     send_queue_frames: int = 4096
     send_timeout_seconds: float = 30.0
     body_timeout_seconds: float = 60.0  # an HTTP body must arrive within this
@@ -83,6 +85,8 @@ class Settings:
             "max_tools": self.max_tools >= 0,
             "max_chain_tokens": self.max_chain_tokens >= 16,
             "max_queued_creates": self.max_queued_creates >= 0,
+            "ws_max_in_flight": self.ws_max_in_flight >= 1,
+            "ws_max_streams": self.ws_max_streams >= 0,
             "send_queue_frames": self.send_queue_frames >= 8,
             "send_timeout_seconds": self.send_timeout_seconds > 0,
             "body_timeout_seconds": self.body_timeout_seconds > 0,

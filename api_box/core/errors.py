@@ -15,6 +15,7 @@ with `{"error": {...}}`), and `response.failed` for failures after a response wa
     │   ├── InvalidType                        invalid_type              a field of the wrong JSON type
     │   ├── InvalidValue                       invalid_value             a value out of range or unknown
     │   ├── UnsupportedParameter               unsupported_parameter     background, image input, ...
+    │   ├── InvalidStreamId                    invalid_stream_id         a malformed WebSocket stream_id
     │   ├── StringTooLong                      string_above_max_length
     │   ├── TooManyItems                       too_many_items
     │   ├── TooManyTools                       too_many_tools
@@ -22,6 +23,7 @@ with `{"error": {...}}`), and `response.failed` for failures after a response wa
     │   ├── PreviousResponseNotFound           previous_response_not_found
     │   ├── ContextLengthExceeded              context_length_exceeded   chain longer than the box allows
     │   ├── ConnectionLimitReached             websocket_connection_limit_reached (then close 1000)
+    │   ├── StreamLimitReached                 websocket_stream_limit_reached  too many named lanes
     │   └── TooManyQueued                  429 too_many_queued_requests  the per-connection FIFO is full
     ├── AuthenticationError                401 invalid_api_key
     │   └── MissingApiKey                      missing_api_key
@@ -42,6 +44,7 @@ __all__ = [
     "ConnectionLimitReached",
     "ContextLengthExceeded",
     "InvalidJson",
+    "InvalidStreamId",
     "InvalidType",
     "InvalidValue",
     "JsonTooDeep",
@@ -52,6 +55,7 @@ __all__ = [
     "PreviousResponseNotFound",
     "RequestError",
     "RequestTimeout",
+    "StreamLimitReached",
     "StringTooLong",
     "TooManyItems",
     "TooManyQueued",
@@ -80,6 +84,8 @@ class BoxError(Exception):
         # The previous_response_id of the request that failed, when it could be read: a failed
         # continuation evicts that id from the connection-local cache.
         self.previous_response_id: str | None = None
+        # The WebSocket lane (stream_id) of the request that failed, when valid: its error event echoes it.
+        self.stream_id: str | None = None
 
     def error_object(self) -> dict[str, str | None]:
         """The `error` object of the wire envelope: type, code, message, param."""
@@ -142,6 +148,12 @@ class UnsupportedParameter(RequestError):
     code = "unsupported_parameter"
 
 
+class InvalidStreamId(InvalidValue):
+    """A WebSocket `stream_id` that is not 1-256 characters of [A-Za-z0-9_.-]."""
+
+    code = "invalid_stream_id"
+
+
 class StringTooLong(RequestError):
     """A string is longer than its limit."""
 
@@ -187,6 +199,12 @@ class ConnectionLimitReached(RequestError):
     """The WebSocket connection reached its maximum age; the box closes it (1000) after this error."""
 
     code = "websocket_connection_limit_reached"
+
+
+class StreamLimitReached(RequestError):
+    """A create opened one named lane (stream_id) more than a connection may have."""
+
+    code = "websocket_stream_limit_reached"
 
 
 class TooManyQueued(RequestError):

@@ -10,7 +10,8 @@ a list of items —
 `message` (role user/assistant/system/developer; content a string or input_text/output_text parts),
 `function_call`, `function_call_output`; function `tools`; `tool_choice`; `instructions`; `store`;
 `previous_response_id`; `metadata`; `max_output_tokens`; `generate` (warm-up when false); `temperature`,
-`top_p`, `parallel_tool_calls`, `prompt_cache_key`, `user`, `safety_identifier` (echoed). `stream` selects
+`top_p`, `parallel_tool_calls`, `prompt_cache_key`, `user`, `safety_identifier` (echoed); `stream_id`, the
+WebSocket lane (protocol.md §1.2: 1-256 characters of [A-Za-z0-9_.-], rejected over HTTP). `stream` selects
 SSE over HTTP and is accepted and ignored over WebSocket; `background: true` is rejected. Other known
 Responses fields (reasoning, text, include, truncation, ...) are accepted and ignored.
 """
@@ -20,12 +21,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import orjson
 
 from api_box.core.errors import (
     InvalidJson,
+    InvalidStreamId,
     InvalidType,
     InvalidValue,
     JsonTooDeep,
@@ -42,6 +44,7 @@ CREATE_EVENT: Final = "response.create"
 ROLES: Final = frozenset({"user", "assistant", "system", "developer"})
 TOOL_CHOICES: Final = frozenset({"auto", "none", "required"})
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_STREAM_ID = re.compile(r"[A-Za-z0-9_.-]{1,256}")
 _TEXT_PARTS: Final = frozenset({"input_text", "output_text", "text"})
 
 
@@ -133,6 +136,7 @@ class CreateRequest:
     user: str | None = None
     safety_identifier: str | None = None
     truncation: str = "disabled"
+    stream_id: str | None = None  # the WebSocket lane; None is the default lane
 
     def tool_choice_json(self) -> str | dict[str, str]:
         """tool_choice as it appears in a ResponseResource."""
@@ -179,11 +183,14 @@ def check_depth(value: object, max_depth: int) -> None:
 def parse_create_object(obj: Mapping[str, Any], limits: Limits, *, websocket: bool) -> CreateRequest:
     """Validate a decoded create body or event (see parse_create)."""
     previous = obj.get("previous_response_id")
+    lane = obj.get("stream_id")
     try:
         return _parse(obj, limits, websocket=websocket)
     except RequestError as exc:
         if isinstance(previous, str):
             exc.previous_response_id = previous
+        if websocket and _is_stream_id(lane):
+            exc.stream_id = lane  # answered on its lane (an invalid id is answered on the default one)
         raise
 
 
@@ -223,7 +230,25 @@ def _parse(obj: Mapping[str, Any], limits: Limits, *, websocket: bool) -> Create
         user=_opt_str(obj, "user", limits.max_id_chars),
         safety_identifier=_opt_str(obj, "safety_identifier", limits.max_id_chars),
         truncation=_truncation(obj.get("truncation")),
+        stream_id=_stream_id(obj.get("stream_id"), websocket=websocket),
     )
+
+
+def _is_stream_id(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and _STREAM_ID.fullmatch(value) is not None
+
+
+def _stream_id(value: object, *, websocket: bool) -> str | None:
+    if value is None:
+        return None
+    if not websocket:
+        raise UnsupportedParameter("stream_id is supported only in WebSocket mode.", param="stream_id")
+    if not _is_stream_id(value):
+        raise InvalidStreamId(
+            "Invalid 'stream_id': expected 1 to 256 ASCII letters, digits, underscores, hyphens or periods.",
+            param="stream_id",
+        )
+    return value
 
 
 def _short(value: object) -> str:

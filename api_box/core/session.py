@@ -3,18 +3,25 @@
 Rule 1: everything that decides what a connection does next lives in this file; the shell
 (api_box/io/ws.py) only performs the returned effects (start a turn, send an error event, close).
 
-    IDLE ──create──▶ RUNNING ──turn done, queue empty──▶ IDLE
+    IDLE ──create──▶ RUNNING ──last running turn done, nothing ready──▶ IDLE
       ▲                │  ▲
-      │                │  └── turn done, next queued create ──┘ (stays RUNNING)
-      │                └──create──▶ queued FIFO (bounded: too_many_queued_requests beyond it)
+      │                │  └── turn done, next create of a lane starts ──┘ (stays RUNNING)
+      │                └──create──▶ its lane's FIFO (bounded: too_many_queued_requests beyond it)
       └── rejected create: error event, stays IDLE (the socket stays open)
     IDLE ──deadline──▶ CLOSED   (error websocket_connection_limit_reached, then close 1000)
-    RUNNING ──deadline──▶ RUNNING, expired: the running turn finishes, then every queued create is
+    RUNNING ──deadline──▶ RUNNING, expired: the running turns finish, then every queued create is
                           answered with websocket_connection_limit_reached and the socket closes (1000)
 
-Invariants: at most one response in flight; creates run in arrival order; a rejected create is answered
-in its place in that order; a failed turn (4xx or 5xx) that continued from an id evicts that id from the
-connection-local cache; the cache holds only the most recent response of the connection.
+Lanes (`stream_id`, protocol.md §1.2): creates of one lane run one at a time in arrival order; different
+lanes run concurrently, at most `max_in_flight` responses at once (a lane ready to run waits for a slot,
+in the order lanes became ready); at most `max_lanes` distinct named lanes per connection
+(websocket_stream_limit_reached). The default lane (no stream_id) is the only lane of a client that never
+names one, so such a client sees exactly one response in flight, as Open Responses requires.
+
+Invariants: per lane, at most one response in flight and creates start in arrival order; a rejected
+create is answered in its place in its lane's order; a failed turn (4xx or 5xx) that continued from its
+own lane's cached response evicts it, while a failed fork from another lane's response keeps that parent;
+the connection-local cache holds the most recent response of each lane.
 
 Close code at the connection limit: 1000. The age limit is not an error of the transport, and the SDK
 treats 1000 as a clean end (no auto-reconnect), which is what a client that must open a new connection
@@ -25,10 +32,16 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
-from api_box.core.errors import BoxError, ConnectionLimitReached, RequestError, TooManyQueued
+from api_box.core.errors import (
+    BoxError,
+    ConnectionLimitReached,
+    RequestError,
+    StreamLimitReached,
+    TooManyQueued,
+)
 from api_box.core.protocol import CreateRequest
 from api_box.core.store import ResponseRecord
 
@@ -55,6 +68,7 @@ class ConnState(enum.IntEnum):
 
 
 IDLE, RUNNING, CLOSED = ConnState.IDLE, ConnState.RUNNING, ConnState.CLOSED
+Lane = str | None  # a stream_id; None is the default lane
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +79,15 @@ class Arrival:
     received_at: float = 0.0
     size: int = 0
 
+    @property
+    def lane(self) -> Lane:
+        """The lane it arrived on (a rejected create names one when its stream_id was valid)."""
+        return self.create.stream_id
+
 
 @dataclass(frozen=True, slots=True)
 class StartTurn:
-    """Run this create now (the connection is RUNNING until turn_finished)."""
+    """Run this create now (its lane is busy until turn_finished)."""
 
     arrival: Arrival
 
@@ -81,9 +100,10 @@ class StartTurn:
 
 @dataclass(frozen=True, slots=True)
 class SendError:
-    """Send this error as a WebSocket error event."""
+    """Send this error as a WebSocket error event, on `lane` (a named lane's events echo its stream_id)."""
 
     error: BoxError
+    lane: Lane = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,33 +137,73 @@ class TurnOutcome:
         return self.record is None
 
 
-class ConnectionSession:
-    """One WebSocket connection: FIFO of creates, the connection-local response cache, the age limit."""
+@dataclass(slots=True)
+class _LaneState:
+    queue: deque[Arrival] = field(default_factory=deque)
+    running: bool = False
+    last: ResponseRecord | None = None  # the lane's most recent response (the connection-local cache)
 
-    def __init__(self, *, opened_at: float, max_age_seconds: float, max_queued: int) -> None:
+
+@dataclass(frozen=True, slots=True)
+class _Finished:
+    outcome: TurnOutcome
+    lane: Lane
+
+
+class ConnectionSession:
+    """One WebSocket connection: per-lane FIFOs of creates, the connection-local cache, the age limit."""
+
+    def __init__(
+        self,
+        *,
+        opened_at: float,
+        max_age_seconds: float,
+        max_queued: int,
+        max_in_flight: int = 16,
+        max_lanes: int = 32,
+    ) -> None:
         self.state = IDLE
         self.deadline = opened_at + max_age_seconds
         self._max_age = max_age_seconds
         self._max_queued = max_queued
-        self._queue: deque[Arrival] = deque()
+        self._max_in_flight = max(1, max_in_flight)
+        self._max_lanes = max_lanes
+        self._lanes: dict[Lane, _LaneState] = {None: _LaneState()}
+        self._ready: deque[Lane] = deque()  # idle lanes with queued creates, waiting for a free slot
+        self._running = 0
+        self._queued = 0
         self._expired = False
-        self.last: ResponseRecord | None = None
+        self._latest: ResponseRecord | None = None
 
     @property
     def queued(self) -> int:
-        """Creates waiting behind the running one."""
-        return len(self._queue)
+        """Creates waiting behind running ones, across lanes."""
+        return self._queued
+
+    @property
+    def running(self) -> int:
+        """Responses in flight, across lanes."""
+        return self._running
+
+    @property
+    def last(self) -> ResponseRecord | None:
+        """The most recently completed response the connection still caches (what a drain seals)."""
+        latest = self._latest
+        return latest if any(record is latest for record in self._cached()) else None
 
     def lookup(self, response_id: str) -> ResponseRecord | None:
-        """The connection-local cached response with this id (only the most recent one is kept)."""
-        last = self.last
-        return last if last is not None and last.response_id == response_id else None
+        """The connection-local cached response with this id (the most recent one of each lane)."""
+        for record in self._cached():
+            if record.response_id == response_id:
+                return record
+        return None
 
     def resume(self, record: ResponseRecord) -> None:
         """A sealed store:false handoff opened at connect (api_box/core/sealed.py): the connection-local
         response to continue from, before any create has run."""
-        if self.state is IDLE and self.last is None:
-            self.last = record
+        default = self._lanes[None]
+        if self.state is IDLE and self._latest is None and default.last is None:
+            default.last = self._latest = record
 
     def receive(self, incoming: Arrival, now: float) -> list[Effect]:
         """A create (or a rejected create) arrived on the socket."""
@@ -151,11 +211,11 @@ class ConnectionSession:
             self._expired = True
         return _TABLE[(self.state, _RECEIVE)](self, incoming)
 
-    def turn_finished(self, outcome: TurnOutcome, now: float) -> list[Effect]:
-        """The running turn ended (completed, incomplete or failed)."""
+    def turn_finished(self, outcome: TurnOutcome, now: float, *, lane: Lane = None) -> list[Effect]:
+        """The running turn of `lane` ended (completed, incomplete or failed)."""
         if now >= self.deadline:
             self._expired = True
-        return _TABLE[(self.state, _TURN_DONE)](self, outcome)
+        return _TABLE[(self.state, _TURN_DONE)](self, _Finished(outcome, lane))
 
     def deadline_reached(self, now: float) -> list[Effect]:
         """The shell's timer fired; a no-op before the deadline (timers may fire early)."""
@@ -165,86 +225,143 @@ class ConnectionSession:
         return _TABLE[(self.state, _DEADLINE)](self, None)
 
     def close(self, *, keep_chain: bool = False) -> list[Effect]:
-        """The socket closed: release what the connection held, except a chain handed off to the client's
-        next connection (`keep_chain`: the worker keeps its KV, so the next box continues it warm)."""
-        effects = [] if keep_chain else self._release(self.last)
-        self.last = None
-        self._queue.clear()
+        """The socket closed: release what the connection held, except the chain handed off to the
+        client's next connection (`keep_chain`: the worker keeps the KV of `last`, so the next box
+        continues it warm)."""
+        kept = self.last if keep_chain else None
+        records = [r for r in self._cached() if r is not kept]
+        for state in self._lanes.values():
+            state.last = None
+            state.queue.clear()
+        self._latest = None
+        self._ready.clear()
+        self._queued = 0
         self.state = CLOSED
-        return effects
+        keys = {r.ref.chain.cache_key for r in records if not r.store}
+        if kept is not None:
+            keys.discard(kept.ref.chain.cache_key)
+        return [ReleaseChain(key) for key in sorted(keys)]
 
     # -- transitions -------------------------------------------------------------------------------
 
     def _idle_receive(self, incoming: object) -> list[Effect]:
         assert isinstance(incoming, Arrival)
         if self._expired:
-            return self._close_expired(extra=1)
-        return self._dispatch(incoming)
+            return self._close_expired(extra=[incoming])
+        return self._admit(incoming)
 
     def _running_receive(self, incoming: object) -> list[Effect]:
         assert isinstance(incoming, Arrival)
-        if len(self._queue) >= self._max_queued:
-            error = TooManyQueued(
-                f"At most {self._max_queued} response.create events may wait behind a running one."
-            )
-            return [SendError(error)]
-        self._queue.append(incoming)
-        return []
+        return self._admit(incoming)
 
-    def _running_turn_done(self, outcome: object) -> list[Effect]:
-        assert isinstance(outcome, TurnOutcome)
-        effects = self._remember(outcome)
-        self.state = IDLE
+    def _running_turn_done(self, finished: object) -> list[Effect]:
+        assert isinstance(finished, _Finished)
+        state = self._lanes.get(finished.lane)
+        if state is None or not state.running:
+            return []  # not a turn this session started (cannot happen)
+        state.running = False
+        self._running -= 1
+        effects = self._remember(finished.outcome, finished.lane)
         if self._expired:
-            return effects + self._close_expired(extra=0)
-        while self._queue and self.state is IDLE:
-            effects += self._dispatch(self._queue.popleft())
+            if self._running == 0:
+                effects += self._close_expired(extra=[])
+            return effects
+        if state.queue:
+            self._ready.append(finished.lane)
+        effects += self._pump()
+        if self._running == 0:
+            self.state = IDLE
         return effects
 
     def _idle_deadline(self, _: object) -> list[Effect]:
-        return self._close_expired(extra=0)
+        return self._close_expired(extra=[])
 
     def _running_deadline(self, _: object) -> list[Effect]:
-        return []  # the running turn finishes first; _running_turn_done closes
+        return []  # the running turns finish first; the last one to end closes
 
     def _ignore(self, _: object) -> list[Effect]:
         return []
 
     # -- helpers -----------------------------------------------------------------------------------
 
+    def _admit(self, incoming: Arrival) -> list[Effect]:
+        """A create on its lane: run it now when the lane and a slot are free, else queue it."""
+        lane = incoming.lane
+        state = self._lanes.get(lane)
+        if state is None:
+            if len(self._lanes) - 1 >= self._max_lanes:
+                message = f"At most {self._max_lanes} named streams (stream_id) may be used per connection."
+                return [SendError(StreamLimitReached(message, param="stream_id"), lane)]
+            state = self._lanes[lane] = _LaneState()
+        free = not state.running and not state.queue
+        if free and self._running < self._max_in_flight and not self._expired:
+            return self._dispatch(incoming)
+        if self._queued >= self._max_queued:
+            error = TooManyQueued(
+                f"At most {self._max_queued} response.create events may wait behind running ones."
+            )
+            return [SendError(error, lane)]
+        if free:
+            self._ready.append(lane)  # a free lane waiting for a slot
+        state.queue.append(incoming)
+        self._queued += 1
+        return []
+
+    def _pump(self) -> list[Effect]:
+        """Start the next create of ready lanes while slots are free."""
+        effects: list[Effect] = []
+        while self._ready and self._running < self._max_in_flight:
+            state = self._lanes[self._ready.popleft()]
+            while state.queue and not state.running:
+                self._queued -= 1
+                effects += self._dispatch(state.queue.popleft())
+        return effects
+
     def _dispatch(self, incoming: Arrival) -> list[Effect]:
         rejected = incoming.create
         if isinstance(rejected, RequestError):
-            return [SendError(rejected), *self._evict(rejected.previous_response_id)]
+            lane = incoming.lane
+            return [SendError(rejected, lane), *self._evict(rejected.previous_response_id, lane)]
+        self._lanes[incoming.lane].running = True
+        self._running += 1
         self.state = RUNNING
         return [StartTurn(incoming)]
 
-    def _remember(self, outcome: TurnOutcome) -> list[Effect]:
+    def _remember(self, outcome: TurnOutcome, lane: Lane) -> list[Effect]:
+        state = self._lanes[lane]
         if outcome.record is None:
-            return self._evict(outcome.previous_response_id)
-        old, self.last = self.last, outcome.record
-        if old is not None and old.ref.chain is not outcome.record.ref.chain:
-            return self._release(old)
-        return []
+            return self._evict(outcome.previous_response_id, lane)
+        old, state.last = state.last, outcome.record
+        self._latest = outcome.record
+        return self._release(old)
 
-    def _evict(self, response_id: str | None) -> list[Effect]:
-        last = self.last
-        if response_id is None or last is None or last.response_id != response_id:
+    def _evict(self, response_id: str | None, lane: Lane) -> list[Effect]:
+        """A failed continuation evicts the response it continued from, when that is its own lane's."""
+        state = self._lanes.get(lane)
+        last = state.last if state is not None else None
+        if response_id is None or state is None or last is None or last.response_id != response_id:
             return []
-        self.last = None
+        state.last = None
         return self._release(last)
 
-    @staticmethod
-    def _release(record: ResponseRecord | None) -> list[Effect]:
+    def _release(self, record: ResponseRecord | None) -> list[Effect]:
+        """Release a store:false chain no lane caches any more (lanes may share one chain)."""
         if record is None or record.store:
             return []
-        return [ReleaseChain(record.ref.chain.cache_key)]
+        chain = record.ref.chain
+        if any(other.ref.chain is chain for other in self._cached()):
+            return []
+        return [ReleaseChain(chain.cache_key)]
 
-    def _close_expired(self, *, extra: int) -> list[Effect]:
+    def _cached(self) -> Iterator[ResponseRecord]:
+        return (state.last for state in self._lanes.values() if state.last is not None)
+
+    def _close_expired(self, *, extra: list[Arrival]) -> list[Effect]:
         """One limit error per create that will not run (at least one), then close 1000."""
         message = _LIMIT_MESSAGE.format(age=_age_text(self._max_age))
-        answers = max(1, len(self._queue) + extra)
-        effects: list[Effect] = [SendError(ConnectionLimitReached(message)) for _ in range(answers)]
+        waiting = [arrival for state in self._lanes.values() for arrival in state.queue] + extra
+        lanes: list[Lane] = [arrival.lane for arrival in waiting] or [None]
+        effects: list[Effect] = [SendError(ConnectionLimitReached(message), lane) for lane in lanes]
         effects += self.close()
         effects.append(Close(CLOSE_NORMAL, "connection limit reached"))
         return effects

@@ -1,11 +1,12 @@
-"""WebSocket mode: `GET /v1/responses` upgraded. One reader, one sender, at most one turn at a time.
+"""WebSocket mode: `GET /v1/responses` upgraded. One reader, one sender, at most one turn per lane.
 
 Tasks of a connection, all owned by `WsConnection.serve` and cancelled when it ends:
 - the handler coroutine itself is the only reader: text frames are parsed (api_box/core/protocol.py) and
   fed to the connection state machine (api_box/core/session.py), whose effects this shell performs;
 - the sender drains a bounded queue of frames; a client that stops reading fills it and the connection is
   closed (1008, or aborted when even the close frame cannot be written);
-- the running turn (api_box/io/turns.py) emits its events into that queue.
+- the running turns (api_box/io/turns.py), one per busy lane (`stream_id`; the state machine bounds how
+  many run at once), emit their events into that queue; a named lane's events carry its `stream_id`.
 
 Transport rules: a frame over max_frame_bytes closes with 1009 (aiohttp's max_msg_size); a text frame that
 is not UTF-8 closes with 1007 (RFC 6455 §8.1); a binary frame, malformed or too-deep JSON, an unknown event
@@ -44,6 +45,7 @@ from api_box.core.session import (
     ConnectionSession,
     ConnState,
     Effect,
+    Lane,
     ReleaseChain,
     SendError,
     StartTurn,
@@ -94,9 +96,11 @@ class WsConnection:
             opened_at=self._loop.time(),
             max_age_seconds=settings.connection_max_seconds,
             max_queued=settings.max_queued_creates,
+            max_in_flight=settings.ws_max_in_flight,
+            max_lanes=settings.ws_max_streams,
         )
         self._frames: asyncio.Queue[bytes | _CloseCommand] = asyncio.Queue(settings.send_queue_frames)
-        self._turn: asyncio.Task[None] | None = None
+        self._turns: dict[Lane, asyncio.Task[None]] = {}  # the running turn of each busy lane
         self._sender: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._watchdog: asyncio.TimerHandle | None = None
@@ -198,9 +202,10 @@ class WsConnection:
     def _apply(self, effects: list[Effect]) -> None:
         for effect in effects:
             if isinstance(effect, StartTurn):
-                self._turn = asyncio.create_task(self._run_turn(effect.arrival))
+                lane = effect.arrival.lane
+                self._turns[lane] = asyncio.create_task(self._run_turn(effect.arrival))
             elif isinstance(effect, SendError):
-                self._send_event(ws_error_event(effect.error, self.metrics))
+                self._send_event(_on_lane(ws_error_event(effect.error, self.metrics), effect.lane))
             elif isinstance(effect, Close):
                 self._request_close(effect.code, effect.reason)
             elif isinstance(effect, ReleaseChain):
@@ -212,29 +217,33 @@ class WsConnection:
 
     async def _run_turn(self, arrival: Arrival) -> None:
         create = StartTurn(arrival).create
+        lane = create.stream_id
+
+        async def emit(event: Event) -> None:
+            self._send_event(_on_lane(event, lane))
+
         try:
             result = await self.runner.run(
                 create,
                 tenant=self.tenant,
                 mode="ws",
-                emit=self._emit,
+                emit=emit,
                 received_at=arrival.received_at,
                 request_bytes=arrival.size,
                 local=self.session,
             )
             outcome = result.outcome
         except Exception as exc:  # refused before the response existed: an error event
-            self._send_event(ws_error_event(as_box_error(exc), self.metrics))
+            self._send_event(_on_lane(ws_error_event(as_box_error(exc), self.metrics), lane))
             outcome = TurnOutcome(None, create.previous_response_id)
+        if self._turns.get(lane) is asyncio.current_task():
+            del self._turns[lane]  # before _apply, which may start the lane's next turn
         try:
-            self._apply(self.session.turn_finished(outcome, self._loop.time()))
+            self._apply(self.session.turn_finished(outcome, self._loop.time(), lane=lane))
         except Exception:  # a bug here must not leave the connection silently stuck
             _LOG.exception("websocket turn bookkeeping failed; closing the connection")
             self._request_close(1011, "internal error")
         self._drain_when_idle()
-
-    async def _emit(self, event: Event) -> None:
-        self._send_event(event)
 
     def _send_event(self, event: Event) -> None:
         self._enqueue(orjson.dumps(event))
@@ -322,9 +331,10 @@ class WsConnection:
             self._drain_close.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._drain_close
-        turn = self._turn
-        if turn is not None and not turn.done():
+        turns = [turn for turn in self._turns.values() if not turn.done()]
+        for turn in turns:
             turn.cancel()
+        for turn in turns:
             with contextlib.suppress(asyncio.CancelledError):
                 await turn
         self._closing = True
@@ -341,6 +351,13 @@ class WsConnection:
         await self._close_now(CLOSE_SERVICE_RESTART, "closing")
         self.metrics.websocket_connections.dec()
         self._done.set()
+
+
+def _on_lane(event: Event, lane: Lane) -> Event:
+    """The event as sent on `lane`: a named lane's events echo its stream_id, the default lane's do not."""
+    if lane is not None:
+        event["stream_id"] = lane
+    return event
 
 
 def _is_utf8(raw: bytes) -> bool:

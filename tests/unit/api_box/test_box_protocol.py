@@ -258,3 +258,32 @@ def test_error_codes_are_strings_and_documented() -> None:
     assert all(isinstance(code, str) and code for code in codes)
     doc = errors.__doc__ or ""
     assert all(code in doc for code in codes), [c for c in codes if c not in doc]
+
+
+@pytest.mark.parametrize("lane", ["a", "agent-7.sub_task", "x" * 256, "0"])
+def test_a_valid_stream_id_names_the_lane(lane: str) -> None:
+    assert parse_create(ws(input="x", stream_id=lane), LIMITS, websocket=True).stream_id == lane
+    assert parse_create(ws(input="x", stream_id=None), LIMITS, websocket=True).stream_id is None
+
+
+@pytest.mark.parametrize("lane", ["", "x" * 257, "has space", "slash/", "ünï", 7, ["a"], "a\n"])
+def test_a_malformed_stream_id_is_invalid_stream_id_on_the_default_lane(lane: object) -> None:
+    with pytest.raises(errors.InvalidStreamId) as caught:
+        parse_create(ws(input="x", stream_id=lane), LIMITS, websocket=True)
+    assert caught.value.code == "invalid_stream_id"
+    assert caught.value.param == "stream_id"
+    assert caught.value.status == 400
+    assert caught.value.stream_id is None
+
+
+def test_a_rejected_create_remembers_its_valid_lane() -> None:
+    with pytest.raises(errors.MissingParameter) as caught:
+        parse_create(orjson.dumps({"type": "response.create", "stream_id": "lane-1"}), LIMITS, websocket=True)
+    assert caught.value.stream_id == "lane-1"
+
+
+def test_stream_id_is_refused_over_http() -> None:
+    with pytest.raises(errors.UnsupportedParameter) as caught:
+        parse_create(http(input="x", stream_id="a"), LIMITS, websocket=False)
+    assert caught.value.param == "stream_id"
+    assert caught.value.stream_id is None
