@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import uuid
 from typing import Any
 
@@ -81,3 +83,41 @@ async def _completed(conn: Any) -> Any:
             return event.response
         assert event.type not in ("error", "response.failed", "response.incomplete"), event
     raise AssertionError("the connection closed before response.completed")
+
+
+async def test_two_agents_on_stream_id_lanes_of_one_websocket(client: AsyncOpenAI) -> None:
+    """A planner and a coder share one pinned socket through the router (the SDK's lane helper), each
+    running its own tool loop; every continuation is served from its own lane's chain."""
+    from openai.lib.responses_websocket import AsyncResponsesWebSocketSession, ResponsesWebSocketLimits
+
+    model = await _model(client)
+    metadata = {"tether.tool_calls": "2"}
+    limits = ResponsesWebSocketLimits(
+        max_lanes=4, max_events_per_lane=4096, max_events=8192, max_bytes_per_lane=1 << 24, max_bytes=1 << 25
+    )
+    connect = client.responses.connect(extra_headers={"X-Session-Id": f"test-{uuid.uuid4().hex}"})
+    async with connect as conn, AsyncResponsesWebSocketSession(conn, limits=limits) as session:
+
+        async def agent(name: str) -> list[Any]:
+            lane = session.lane(name)
+            turns: list[Any] = []
+            body: dict[str, Any] = {"input": f"{name}: find it."}
+            while True:
+                event = {"type": "response.create", "model": model, "tools": TOOLS, "store": False}
+                await lane.send({**event, "metadata": metadata, **body})  # type: ignore[typeddict-item]
+                turns.append(await asyncio.wait_for(lane.get_final_response(), 30))
+                last = turns[-1].output[-1]
+                if last.type != "function_call":
+                    return turns
+                output = {"type": "function_call_output", "call_id": last.call_id, "output": f"{name} result"}
+                body = {"input": [output], "previous_response_id": turns[-1].id}
+
+        planner, coder = await asyncio.gather(agent("planner"), agent("coder"))
+    for turns in (planner, coder):
+        assert [t.status for t in turns] == ["completed"] * 3  # two tool calls, then the answer
+        assert turns[-1].output_text
+        for previous, turn in itertools.pairwise(turns):
+            assert turn.previous_response_id == previous.id
+            assert turn.usage is not None
+            assert turn.usage.input_tokens_details.cached_tokens > 0
+    assert {t.id for t in planner}.isdisjoint(t.id for t in coder)
