@@ -51,6 +51,7 @@ class Settings:
     down_cooldown: float = 5.0
     probe_interval: float = 1.0
     idle_timeout: float = 3900.0  # longer than the box's 60-minute connection limit
+    send_timeout: float = 30.0  # a client that takes none of the bytes buffered for it this long is dropped
     max_connections: int = 50_000
     backlog: int = 2048
     drain_timeout: float = 30.0
@@ -100,6 +101,7 @@ class Settings:
             "down_cooldown",
             "probe_interval",
             "idle_timeout",
+            "send_timeout",
             "drain_timeout",
         ):
             value = getattr(self, name)

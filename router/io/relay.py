@@ -7,13 +7,17 @@ write buffer passes its high-water mark, reading from the other side pauses unti
 connection holds at most about two write buffers (64 KiB each by default) however fast either peer is.
 
 Closing: an EOF from either side is passed on as a half-close (`write_eof`); once both directions ended,
-or when either side's connection is lost, both transports close (buffered bytes are still flushed).
+or when either side's connection is lost, both transports close (buffered bytes are still flushed). A
+client that does not read cannot hold its slot and its buffered bytes forever: one whose write buffer
+stays above its high-water mark for `send_timeout` seconds is dropped, and so is one that has not taken
+what the box sent before it went away within that time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from typing import TYPE_CHECKING, cast
 
 from router.core.errors import BadHead, HeadTimeout, HeadTooLarge
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientConnection", "UpstreamConnection"]
 
+_LOG = logging.getLogger("router.relay")
 LINGER_SECONDS = 2.0  # how long a rejected connection is drained before it is closed
 LINGER_BYTES = 1 << 20  # ... or until this much was dropped
 
@@ -48,6 +53,7 @@ class ClientConnection(asyncio.Protocol):
         "_finished",
         "_router",
         "_searched",
+        "_stall",
         "_timer",
         "_upstream_eof",
         "active",
@@ -65,6 +71,7 @@ class ClientConnection(asyncio.Protocol):
         self._buffer = bytearray()
         self._searched = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._stall: asyncio.TimerHandle | None = None  # armed while the client is not taking bytes
         self._client_eof = False
         self._upstream_eof = False
         self._finished = False
@@ -117,10 +124,24 @@ class ClientConnection(asyncio.Protocol):
     def pause_writing(self) -> None:  # the client reads slower than the box writes
         if self.upstream is not None:
             self.upstream.pause_reading()
+        if self._stall is None:  # the client must take some of it within send_timeout
+            timeout = self._router.settings.send_timeout
+            self._stall = asyncio.get_running_loop().call_later(timeout, self._stalled)
 
     def resume_writing(self) -> None:
+        self._cancel_stall()
         if self.upstream is not None and self.state is State.RELAY:
             self.upstream.resume_reading()
+
+    def _stalled(self) -> None:
+        self._stall = None
+        _LOG.info("a client took no bytes for %.0f s; dropping it", self._router.settings.send_timeout)
+        self.abort()
+
+    def _cancel_stall(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
 
     # ------------------------------------------------------------------ head
     def _head_data(self, data: bytes) -> None:
@@ -209,6 +230,17 @@ class ClientConnection(asyncio.Protocol):
         elif self.transport is not None and self.transport.can_write_eof():
             self.transport.write_eof()
 
+    def upstream_lost(self) -> None:
+        """The box's side is gone: close the client's, flushing what is buffered for it, for at most
+        send_timeout (a client that stopped reading would otherwise keep the connection forever)."""
+        transport = self.transport
+        if transport is None or self._finished:
+            return
+        transport.close()
+        if self._stall is None:
+            timeout = self._router.settings.send_timeout
+            self._stall = asyncio.get_running_loop().call_later(timeout, self._stalled)
+
     def close(self) -> None:
         """Close both sides, flushing what is buffered."""
         if self.transport is not None:
@@ -230,6 +262,7 @@ class ClientConnection(asyncio.Protocol):
         was_relaying = self.state is State.RELAY
         self.state = State.CLOSED
         self._cancel_timer()
+        self._cancel_stall()
         if self.upstream is not None:
             self.upstream.close()
         self._router.closed(self, was_relaying)
@@ -260,7 +293,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._client_transport is not None:
-            self._client_transport.close()
+            self._client.upstream_lost()
         self._client_transport = None
 
     def pause_writing(self) -> None:  # the box reads slower than the client writes

@@ -320,6 +320,8 @@ class Router:
                     continue
                 strikes = self._idle_strikes.get(conn, 0) + 1
                 self._idle_strikes[conn] = strikes
-                if strikes >= IDLE_SWEEPS:
+                if strikes == IDLE_SWEEPS:
                     access_log.debug("closing a connection idle for %.0f s", self.settings.idle_timeout)
                     conn.close()
+                elif strikes > IDLE_SWEEPS:  # the close could not flush (the client does not read): drop it
+                    conn.abort()

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 
 import aiohttp
 import pytest
@@ -354,3 +355,62 @@ async def test_membership_changes_swap_the_ring(
     async with asyncio.timeout(10):
         await running.router.wait_ring_change()
     assert running.router.ring.members == (members[0].name,)
+
+
+async def _flood_then_close_box(payload: int) -> asyncio.Server:
+    """A box that answers any head with `payload` bytes, then goes away: closed once written, or aborted
+    when the bytes do not drain within a second (what the real box's send watchdog does)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % payload + b"x" * payload)
+        try:
+            await asyncio.wait_for(writer.drain(), 1.0)
+        except TimeoutError:
+            writer.transport.abort()
+        else:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def _unread_client(port: int) -> socket.socket:
+    """A client that sends a request head and never reads (a tiny receive buffer, so bytes pile up)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    await asyncio.get_running_loop().sock_sendall(sock, post("/v1/responses", b"{}"))
+    return sock
+
+
+async def test_a_client_that_does_not_read_is_dropped_once_its_box_is_gone(
+    routers: StartRouter,
+) -> None:
+    box = await _flood_then_close_box(8 << 20)
+    port = box.sockets[0].getsockname()[1]
+    running = await routers(router_settings(f"flood=127.0.0.1:{port}", send_timeout=0.5))
+    sock = await _unread_client(running.port)
+    try:
+        async with asyncio.timeout(10):
+            await running.router.wait_no_connections()  # without the flush budget: held forever
+        assert metric(running, "tether_router_connections", mode="http") == 0
+    finally:
+        sock.close()
+        box.close()
+
+
+async def test_an_idle_connection_whose_close_cannot_flush_is_aborted(
+    routers: StartRouter,
+) -> None:
+    box = await _flood_then_close_box(8 << 20)
+    port = box.sockets[0].getsockname()[1]
+    settings = router_settings(f"flood=127.0.0.1:{port}", idle_timeout=0.4, send_timeout=3600.0)
+    running = await routers(settings)  # only the idle sweep can end it
+    sock = await _unread_client(running.port)
+    try:
+        async with asyncio.timeout(10):
+            await running.router.wait_no_connections()
+    finally:
+        sock.close()
+        box.close()
