@@ -24,13 +24,16 @@ with `{"error": {...}}`), and `response.failed` for failures after a response wa
     │   ├── ContextLengthExceeded              context_length_exceeded   chain longer than the box allows
     │   ├── ConnectionLimitReached             websocket_connection_limit_reached (then close 1000)
     │   ├── StreamLimitReached                 websocket_stream_limit_reached  too many named lanes
+    │   ├── RejectedByModel                    request_rejected_by_model  the worker's own limits refused it
     │   └── TooManyQueued                  429 too_many_queued_requests  the per-connection FIFO is full
     ├── AuthenticationError                401 invalid_api_key
     │   └── MissingApiKey                      missing_api_key
     ├── NotFound                           404 not_found             GET/DELETE of an unknown response id
     ├── PayloadTooLarge                    413 payload_too_large     HTTP body over the limit
     ├── RequestTimeout                     408 request_timeout       HTTP body not received in time
-    └── WorkerFailed                       500 server_error          the worker died, timed out or refused
+    ├── ModelOverloaded                    503 model_overloaded      the worker is at capacity (retry later)
+    ├── StoreUnavailable                   503 store_unavailable     the cold store did not answer a delete
+    └── WorkerFailed                       500 server_error          the worker died or timed out
 """
 
 from __future__ import annotations
@@ -50,11 +53,14 @@ __all__ = [
     "JsonTooDeep",
     "MissingApiKey",
     "MissingParameter",
+    "ModelOverloaded",
     "NotFound",
     "PayloadTooLarge",
     "PreviousResponseNotFound",
+    "RejectedByModel",
     "RequestError",
     "RequestTimeout",
+    "StoreUnavailable",
     "StreamLimitReached",
     "StringTooLong",
     "TooManyItems",
@@ -207,6 +213,12 @@ class StreamLimitReached(RequestError):
     code = "websocket_stream_limit_reached"
 
 
+class RejectedByModel(RequestError):
+    """The model worker refused the request as invalid for it (its own limits: prompt or output tokens)."""
+
+    code = "request_rejected_by_model"
+
+
 class TooManyQueued(RequestError):
     """The connection's FIFO of response.create events is full."""
 
@@ -269,3 +281,17 @@ def all_codes() -> frozenset[str]:
         codes.add(cls.code)
         stack.extend(cls.__subclasses__())
     return frozenset(codes)
+
+
+class ModelOverloaded(BoxError):
+    """The model worker has no capacity for the request now (its queue or KV budget): retry later."""
+
+    status = 503
+    code = "model_overloaded"
+
+
+class StoreUnavailable(BoxError):
+    """The cold store could not be reached to complete a delete (retrying the DELETE is safe)."""
+
+    status = 503
+    code = "store_unavailable"

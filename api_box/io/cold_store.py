@@ -40,8 +40,9 @@ class ColdStore(Protocol):
         """The chain ending at this response, or None."""
         ...
 
-    async def delete(self, tenant: str, response_id: str) -> None:
-        """Forget a response."""
+    async def delete(self, tenant: str, response_id: str) -> bool:
+        """Forget a response; True when the store held it. Raises StoreUnavailable when the store could
+        not be reached (the response may still be there)."""
         ...
 
     def needs_whole(self, cache_key: str) -> bool:
@@ -72,8 +73,9 @@ class NullColdStore:
         """Always a miss."""
         return None
 
-    async def delete(self, tenant: str, response_id: str) -> None:
+    async def delete(self, tenant: str, response_id: str) -> bool:
         """Nothing to forget."""
+        return False
 
     def needs_whole(self, cache_key: str) -> bool:
         """Nothing is written at all."""

@@ -1,8 +1,12 @@
 """The one place where errors become wire form: a WebSocket error event, or an HTTP error response.
 
-Anything that is not a BoxError (a bug, a worker failure) is first mapped by `as_box_error`: worker
-errors become WorkerFailed (server_error), anything else a generic 500 with no details (the details go to
-the log, never to the client).
+Anything that is not a BoxError (a bug, a worker failure) is first mapped by `as_box_error`: a request the
+worker refused as invalid becomes RejectedByModel (400, with the worker's reason), one it had no capacity
+for ModelOverloaded (503), other worker errors WorkerFailed (server_error), anything else a generic 500
+with no details (the details go to the log, never to the client).
+
+`ClientGone` is not an error of the request: an HTTP client that went away (or took no bytes for
+send_timeout_seconds) mid-stream; the turn is abandoned, not failed.
 """
 
 from __future__ import annotations
@@ -13,17 +17,25 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from api_box.core.errors import BoxError, WorkerFailed
+from api_box.core.errors import BoxError, ModelOverloaded, RejectedByModel, WorkerFailed
 from api_box.io.metrics import BoxMetrics
-from gpu_worker.client import WorkerError, WorkerTimeout
+from gpu_worker.client import WorkerError, WorkerRejected, WorkerTimeout
 
 _LOG = logging.getLogger("api_box.errors")
+
+
+class ClientGone(ConnectionError):
+    """The client of a streamed HTTP response went away or stopped reading: abandon the turn."""
 
 
 def as_box_error(exc: BaseException) -> BoxError:
     """The BoxError for any exception (worker errors → server_error; unknown → server_error, no details)."""
     if isinstance(exc, BoxError):
         return exc
+    if isinstance(exc, WorkerRejected):
+        if exc.code == "RESOURCE_EXHAUSTED":
+            return ModelOverloaded(f"The model worker has no capacity for this request: {exc.message}")
+        return RejectedByModel(f"The model worker refused this request: {exc.message}")
     if isinstance(exc, WorkerTimeout):
         return WorkerFailed("The model worker did not answer in time.")
     if isinstance(exc, WorkerError):

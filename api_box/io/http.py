@@ -31,7 +31,7 @@ from api_box.core.events import Event, Usage
 from api_box.core.protocol import CreateRequest, item_json, parse_create
 from api_box.core.sealed import HANDOFF_KEY_HEADER, derive, parse_handoff_key
 from api_box.core.store import ResponseRecord
-from api_box.io.errors import http_error_response
+from api_box.io.errors import ClientGone, http_error_response
 from api_box.io.metrics import CLIENT_TO_SERVER, SERVER_TO_CLIENT
 from api_box.io.state import STATE, TENANT, BoxState
 from api_box.io.turns import new_id
@@ -132,7 +132,7 @@ async def _sse(
             await response.prepare(request)
         chunk = b"event: %s\ndata: %s\n\n" % (event["type"].encode(), orjson.dumps(event))
         counter.inc(len(chunk))
-        await response.write(chunk)
+        await _write(request, response, chunk, state.settings.send_timeout_seconds)
 
     # A refusal before the first event raises and becomes a plain JSON error (the stream never started).
     try:
@@ -141,13 +141,29 @@ async def _sse(
         )
         done = b"data: [DONE]\n\n"
         counter.inc(len(done))
-        await response.write(done)
+        await _write(request, response, done, state.settings.send_timeout_seconds)
         await response.write_eof()
     except ConnectionError:
         if not response.prepared:
             raise
         _LOG.info("SSE client went away before the end of its response")
     return response
+
+
+async def _write(
+    request: web.Request, response: web.StreamResponse, chunk: bytes, stall_after: float
+) -> None:
+    """One SSE chunk; a client that went away, or took no bytes for `stall_after` seconds, is ClientGone (a
+    stalled one is dropped, so that it holds neither the turn nor the worker stream)."""
+    try:
+        async with asyncio.timeout(stall_after):
+            await response.write(chunk)
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+        raise ClientGone(f"the client took no bytes for {stall_after:g} s") from None
+    except ConnectionError as exc:
+        raise ClientGone(str(exc)) from exc
 
 
 async def response_get(request: web.Request) -> web.StreamResponse:
@@ -163,10 +179,12 @@ async def response_delete(request: web.Request) -> web.StreamResponse:
     response_id = request.match_info["response_id"]
     runner = state.runner
     record = runner.store.delete(request[TENANT], response_id)
-    if runner.cold.enabled:
-        await runner.cold.delete(request[TENANT], response_id)
+    # The response may live only in the cold store (created on another box): deleted there, it is found.
+    in_cold = await runner.cold.delete(request[TENANT], response_id) if runner.cold.enabled else False
     if record is None:
-        raise NotFound(f"No response found with id '{response_id}'.", param="response_id")
+        if not in_cold:
+            raise NotFound(f"No response found with id '{response_id}'.", param="response_id")
+        return _json(state, {"id": response_id, "object": "response.deleted", "deleted": True})
     state.metrics.sessions.set(len(runner.store))
     state.metrics.session_store_bytes.set(runner.store.nbytes)
     cache_key = record.ref.chain.cache_key

@@ -53,6 +53,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from api_box.core.errors import StoreUnavailable
 from api_box.core.handoff import (
     MAX_ID_CHARS,
     ChainSnapshot,
@@ -244,11 +245,17 @@ class RedisColdStore:
         self._track(snapshot.cache_key, _ChainMark(self._epoch, listed))
         return snapshot
 
-    async def delete(self, tenant: str, response_id: str) -> None:
-        """Forget a response (after its pending write, if any, so that the write does not revive it)."""
-        await self._settle_pending(tenant, response_id)
-        with contextlib.suppress(*_FAILURES):
-            await self._command("delete", self._client.delete(self._keys.response(tenant, response_id)))
+    async def delete(self, tenant: str, response_id: str) -> bool:
+        """Forget a response (after its pending write, if any, so that the write does not revive it); True
+        when Redis held it. Redis down, or a pending write that did not settle, is StoreUnavailable."""
+        if not await self._settle_pending(tenant, response_id):
+            raise StoreUnavailable("The response store is busy; retry the delete.")
+        try:
+            key = self._keys.response(tenant, response_id)
+            removed = await self._command("delete", self._client.delete(key))
+        except _FAILURES:
+            raise StoreUnavailable("The response store is unavailable; retry the delete.") from None
+        return bool(removed)
 
     async def flush(self) -> bool:
         """Wait until every turn appended so far is written (or dropped); False when the flush budget
@@ -421,13 +428,18 @@ class RedisColdStore:
         while self._settled < seq:
             await self._progress.wait()
 
-    async def _settle_pending(self, tenant: str, response_id: str) -> None:
-        """Wait (within the flush budget) for this response's own write, when it is still queued here."""
+    async def _settle_pending(self, tenant: str, response_id: str) -> bool:
+        """Wait (within the flush budget) for this response's own write, when it is still queued here;
+        False when it is still pending after that."""
         seq = self._by_id.get((tenant, response_id))
-        if seq is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._flush_timeout):
-                    await self._settled_up_to(seq)
+        if seq is None:
+            return True
+        try:
+            async with asyncio.timeout(self._flush_timeout):
+                await self._settled_up_to(seq)
+        except TimeoutError:
+            return False
+        return True
 
     def _settle(self, seq: int) -> None:
         self._settled = max(self._settled, seq)

@@ -37,7 +37,7 @@ from api_box.core.protocol import CreateRequest, FunctionCallItem, FunctionCallO
 from api_box.core.session import ConnectionSession, TurnOutcome
 from api_box.core.store import ResponseRecord, SessionStore
 from api_box.io.cold_store import ColdStore
-from api_box.io.errors import as_box_error
+from api_box.io.errors import ClientGone, as_box_error
 from api_box.io.logctx import RESPONSE_ID
 from api_box.io.metrics import BoxMetrics
 from gpu_worker.client import (
@@ -230,8 +230,8 @@ class TurnRunner:
             done = await self._stream(turn, self._request(turn), events)
         except BaseException as exc:
             abort_turn(turn.pending)
-            if not isinstance(exc, Exception):
-                raise  # cancelled: the connection went away
+            if isinstance(exc, ClientGone) or not isinstance(exc, Exception):
+                raise  # cancelled, or the client's stream broke: the connection went away, nobody to answer
             return await self._failed(turn, events, exc)
         return await self._completed(turn, events, done)
 

@@ -213,8 +213,8 @@ class MemoryColdStore:
             key = turn.base_response_id
         return snapshot_from_turns(list(reversed(chain)))
 
-    async def delete(self, tenant: str, response_id: str) -> None:
-        self.turns.pop((tenant, response_id), None)
+    async def delete(self, tenant: str, response_id: str) -> bool:
+        return self.turns.pop((tenant, response_id), None) is not None
 
     def needs_whole(self, cache_key: str) -> bool:
         return False  # nothing is ever lost here
