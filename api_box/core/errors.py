@@ -264,6 +264,20 @@ class RequestTimeout(BoxError):
     code = "request_timeout"
 
 
+class ModelOverloaded(BoxError):
+    """The model worker has no capacity for the request now (its queue or KV budget): retry later."""
+
+    status = 503
+    code = "model_overloaded"
+
+
+class StoreUnavailable(BoxError):
+    """The cold store could not be reached to complete a delete (retrying the DELETE is safe)."""
+
+    status = 503
+    code = "store_unavailable"
+
+
 class WorkerFailed(BoxError):
     """The worker died mid-stream, timed out, or could not be reached: the response fails (server_error)."""
 
@@ -281,17 +295,3 @@ def all_codes() -> frozenset[str]:
         codes.add(cls.code)
         stack.extend(cls.__subclasses__())
     return frozenset(codes)
-
-
-class ModelOverloaded(BoxError):
-    """The model worker has no capacity for the request now (its queue or KV budget): retry later."""
-
-    status = 503
-    code = "model_overloaded"
-
-
-class StoreUnavailable(BoxError):
-    """The cold store could not be reached to complete a delete (retrying the DELETE is safe)."""
-
-    status = 503
-    code = "store_unavailable"

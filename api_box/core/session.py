@@ -337,9 +337,9 @@ class ConnectionSession:
 
     def _evict(self, response_id: str | None, lane: Lane) -> list[Effect]:
         """A failed continuation evicts the response it continued from, when that is its own lane's."""
-        state = self._lanes.get(lane)
-        last = state.last if state is not None else None
-        if response_id is None or state is None or last is None or last.response_id != response_id:
+        state = self._lanes[lane]
+        last = state.last
+        if response_id is None or last is None or last.response_id != response_id:
             return []
         state.last = None
         return self._release(last)

@@ -181,15 +181,14 @@ async def response_delete(request: web.Request) -> web.StreamResponse:
     record = runner.store.delete(request[TENANT], response_id)
     # The response may live only in the cold store (created on another box): deleted there, it is found.
     in_cold = await runner.cold.delete(request[TENANT], response_id) if runner.cold.enabled else False
-    if record is None:
-        if not in_cold:
-            raise NotFound(f"No response found with id '{response_id}'.", param="response_id")
-        return _json(state, {"id": response_id, "object": "response.deleted", "deleted": True})
-    state.metrics.sessions.set(len(runner.store))
-    state.metrics.session_store_bytes.set(runner.store.nbytes)
-    cache_key = record.ref.chain.cache_key
-    if not runner.store.holds_chain(cache_key):
-        state.tasks.spawn(runner.pool.drop(cache_key))
+    if record is None and not in_cold:
+        raise NotFound(f"No response found with id '{response_id}'.", param="response_id")
+    if record is not None:
+        state.metrics.sessions.set(len(runner.store))
+        state.metrics.session_store_bytes.set(runner.store.nbytes)
+        cache_key = record.ref.chain.cache_key
+        if not runner.store.holds_chain(cache_key):
+            state.tasks.spawn(runner.pool.drop(cache_key))
     return _json(state, {"id": response_id, "object": "response.deleted", "deleted": True})
 
 

@@ -205,7 +205,7 @@ class WsConnection:
                 lane = effect.arrival.lane
                 self._turns[lane] = asyncio.create_task(self._run_turn(effect.arrival))
             elif isinstance(effect, SendError):
-                self._send_event(_on_lane(ws_error_event(effect.error, self.metrics), effect.lane))
+                self._send_event(ws_error_event(effect.error, self.metrics), effect.lane)
             elif isinstance(effect, Close):
                 self._request_close(effect.code, effect.reason)
             elif isinstance(effect, ReleaseChain):
@@ -220,7 +220,7 @@ class WsConnection:
         lane = create.stream_id
 
         async def emit(event: Event) -> None:
-            self._send_event(_on_lane(event, lane))
+            self._send_event(event, lane)
 
         try:
             result = await self.runner.run(
@@ -234,7 +234,7 @@ class WsConnection:
             )
             outcome = result.outcome
         except Exception as exc:  # refused before the response existed: an error event
-            self._send_event(_on_lane(ws_error_event(as_box_error(exc), self.metrics), lane))
+            self._send_event(ws_error_event(as_box_error(exc), self.metrics), lane)
             outcome = TurnOutcome(None, create.previous_response_id)
         if self._turns.get(lane) is asyncio.current_task():
             del self._turns[lane]  # before _apply, which may start the lane's next turn
@@ -245,7 +245,10 @@ class WsConnection:
             self._request_close(1011, "internal error")
         self._drain_when_idle()
 
-    def _send_event(self, event: Event) -> None:
+    def _send_event(self, event: Event, lane: Lane = None) -> None:
+        """Queue one event; a named lane's events echo its stream_id, the default lane's do not."""
+        if lane is not None:
+            event["stream_id"] = lane
         self._enqueue(orjson.dumps(event))
 
     def _enqueue(self, frame: bytes | _CloseCommand) -> None:
@@ -351,13 +354,6 @@ class WsConnection:
         await self._close_now(CLOSE_SERVICE_RESTART, "closing")
         self.metrics.websocket_connections.dec()
         self._done.set()
-
-
-def _on_lane(event: Event, lane: Lane) -> Event:
-    """The event as sent on `lane`: a named lane's events echo its stream_id, the default lane's do not."""
-    if lane is not None:
-        event["stream_id"] = lane
-    return event
 
 
 def _is_utf8(raw: bytes) -> bool:

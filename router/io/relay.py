@@ -234,12 +234,13 @@ class ClientConnection(asyncio.Protocol):
         """The box's side is gone: close the client's, flushing what is buffered for it, for at most
         send_timeout (a client that stopped reading would otherwise keep the connection forever)."""
         transport = self.transport
-        if transport is None or self._finished:
+        if transport is None:
             return
         transport.close()
-        if self._stall is None:
-            timeout = self._router.settings.send_timeout
-            self._stall = asyncio.get_running_loop().call_later(timeout, self._stalled)
+        # A fixed deadline, on the connection's timer (unused while relaying): unlike the stall timer, a
+        # partial drain (resume_writing) does not cancel it.
+        self._cancel_timer()
+        self._timer = asyncio.get_running_loop().call_later(self._router.settings.send_timeout, self.abort)
 
     def close(self) -> None:
         """Close both sides, flushing what is buffered."""
