@@ -6,6 +6,51 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DescribeModelRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelDescription(_message.Message):
+    __slots__ = ("names", "engine", "tokenizer_kind", "tokenizer_json", "tokenizer_fingerprint", "chat_format", "chat_template", "chat_options", "bos_token_id", "stop_token_ids", "special_token_ids", "vocab_size", "context_length", "tool_call_format", "vision")
+    class ChatOptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    TOKENIZER_KIND_FIELD_NUMBER: _ClassVar[int]
+    TOKENIZER_JSON_FIELD_NUMBER: _ClassVar[int]
+    TOKENIZER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    CHAT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    CHAT_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    BOS_TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    STOP_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    SPECIAL_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    VISION_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    engine: str
+    tokenizer_kind: str
+    tokenizer_json: str
+    tokenizer_fingerprint: str
+    chat_format: str
+    chat_template: str
+    chat_options: _containers.ScalarMap[str, str]
+    bos_token_id: int
+    stop_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    special_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    vocab_size: int
+    context_length: int
+    tool_call_format: str
+    vision: bool
+    def __init__(self, names: _Optional[_Iterable[str]] = ..., engine: _Optional[str] = ..., tokenizer_kind: _Optional[str] = ..., tokenizer_json: _Optional[str] = ..., tokenizer_fingerprint: _Optional[str] = ..., chat_format: _Optional[str] = ..., chat_template: _Optional[str] = ..., chat_options: _Optional[_Mapping[str, str]] = ..., bos_token_id: _Optional[int] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., special_token_ids: _Optional[_Iterable[int]] = ..., vocab_size: _Optional[int] = ..., context_length: _Optional[int] = ..., tool_call_format: _Optional[str] = ..., vision: _Optional[bool] = ...) -> None: ...
+
 class Tool(_message.Message):
     __slots__ = ("name", "description", "parameters_json")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -27,7 +72,7 @@ class AgentState(_message.Message):
     def __init__(self, tool_calls_since_user_message: _Optional[int] = ..., user_messages: _Optional[int] = ..., last_item_is_tool_output: _Optional[bool] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("request_id", "cache_key", "base_len", "base_digest", "tokens", "max_output_tokens", "tools", "tool_choice", "metadata", "model", "agent", "seed", "temperature", "generate")
+    __slots__ = ("request_id", "cache_key", "base_len", "base_digest", "tokens", "max_output_tokens", "tools", "tool_choice", "metadata", "model", "agent", "seed", "temperature", "generate", "tokenizer_fingerprint", "top_p")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +94,8 @@ class GenerateRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     GENERATE_FIELD_NUMBER: _ClassVar[int]
+    TOKENIZER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    TOP_P_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     cache_key: str
     base_len: int
@@ -63,7 +110,9 @@ class GenerateRequest(_message.Message):
     seed: int
     temperature: float
     generate: bool
-    def __init__(self, request_id: _Optional[str] = ..., cache_key: _Optional[str] = ..., base_len: _Optional[int] = ..., base_digest: _Optional[bytes] = ..., tokens: _Optional[_Iterable[int]] = ..., max_output_tokens: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., model: _Optional[str] = ..., agent: _Optional[_Union[AgentState, _Mapping]] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., generate: _Optional[bool] = ...) -> None: ...
+    tokenizer_fingerprint: str
+    top_p: float
+    def __init__(self, request_id: _Optional[str] = ..., cache_key: _Optional[str] = ..., base_len: _Optional[int] = ..., base_digest: _Optional[bytes] = ..., tokens: _Optional[_Iterable[int]] = ..., max_output_tokens: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., model: _Optional[str] = ..., agent: _Optional[_Union[AgentState, _Mapping]] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., generate: _Optional[bool] = ..., tokenizer_fingerprint: _Optional[str] = ..., top_p: _Optional[float] = ...) -> None: ...
 
 class Prefill(_message.Message):
     __slots__ = ("prompt_tokens", "cached_tokens", "computed_tokens", "queue_seconds")

@@ -44,6 +44,11 @@ class WorkerStub:
                 request_serializer=worker__pb2.DropSessionRequest.SerializeToString,
                 response_deserializer=worker__pb2.DropSessionResponse.FromString,
                 _registered_method=True)
+        self.DescribeModel = channel.unary_unary(
+                '/tether.worker.v1.Worker/DescribeModel',
+                request_serializer=worker__pb2.DescribeModelRequest.SerializeToString,
+                response_deserializer=worker__pb2.ModelDescription.FromString,
+                _registered_method=True)
 
 
 class WorkerServicer:
@@ -54,7 +59,8 @@ class WorkerServicer:
         with exactly one Done event. Errors are gRPC statuses (see gpu_worker/server/errors.py):
         INVALID_ARGUMENT     empty or oversized token lists, absurd max_output_tokens, bad tool schema
         FAILED_PRECONDITION  the worker does not hold the stated prefix; trailing metadata
-        `tether-precondition` = unknown_cache_key | length_mismatch | digest_mismatch
+        `tether-precondition` = unknown_cache_key | length_mismatch | digest_mismatch;
+        or the request was rendered for another tokenizer: `tokenizer_mismatch`
         RESOURCE_EXHAUSTED   the request alone exceeds the token budget, or the admission queue is full
         UNAVAILABLE          the worker is draining
         DEADLINE_EXCEEDED    the client's deadline passed
@@ -65,6 +71,15 @@ class WorkerServicer:
 
     def DropSession(self, request, context):
         """Forget a chain (a deleted response, a closed store:false connection). Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeModel(self, request, context):
+        """What model this worker serves: names, tokenizer, chat format, stop tokens, limits. The box builds its
+        tokenizer and renderer from it (one per tokenizer fingerprint) and sends the fingerprint with every
+        Generate; a worker whose tokenizer differs answers FAILED_PRECONDITION `tokenizer_mismatch`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -82,6 +97,11 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.DropSession,
                     request_deserializer=worker__pb2.DropSessionRequest.FromString,
                     response_serializer=worker__pb2.DropSessionResponse.SerializeToString,
+            ),
+            'DescribeModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeModel,
+                    request_deserializer=worker__pb2.DescribeModelRequest.FromString,
+                    response_serializer=worker__pb2.ModelDescription.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -138,6 +158,33 @@ class Worker:
             '/tether.worker.v1.Worker/DropSession',
             worker__pb2.DropSessionRequest.SerializeToString,
             worker__pb2.DropSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tether.worker.v1.Worker/DescribeModel',
+            worker__pb2.DescribeModelRequest.SerializeToString,
+            worker__pb2.ModelDescription.FromString,
             options,
             channel_credentials,
             insecure,
