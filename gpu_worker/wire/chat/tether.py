@@ -1,4 +1,4 @@
-"""The chat format: how Responses items become tokens.
+"""Tether's own chat format (the `sim` engine and dummy weights): how Responses items become o200k ids.
 
 Every item renders on its own, and a chain is the concatenation of its parts, so rendering is
 prefix-stable: the tokens of turn N are a prefix of the tokens of turn N+1. That is what lets the worker
@@ -23,7 +23,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gpu_worker.wire.tokenizer import Special, encode
+from gpu_worker.wire.chat.base import ChatItem, ChatTool, Message, ToolCall
+from gpu_worker.wire.tokenizer import O200kTokenizer, Special, Tokenizer, encode
 
 _ROLE_MARKER = {
     "user": Special.USER,
@@ -76,3 +77,51 @@ def render_function_call(name: str, arguments: str) -> list[int]:
 def render_function_call_output(output: str) -> list[int]:
     """A function_call_output item."""
     return [Special.TOOL_OUTPUT, *encode(output), Special.END]
+
+
+class TetherRenderer:
+    """Tether's own format behind the Renderer seam: for the `sim` engine and dummy weights (o200k ids).
+
+    The engine generates the whole output item, markers included, so there is no generation prompt and
+    an output is always closed.
+    """
+
+    format = "tether"
+
+    def __init__(self, tokenizer: Tokenizer | None = None) -> None:
+        self._tokenizer = tokenizer or O200kTokenizer()
+
+    def _framed(self, marker: int, text: str) -> list[int]:
+        return [marker, *self._tokenizer.encode(text), Special.END]
+
+    def header(self, instructions: str | None, tools: Sequence[ChatTool]) -> list[int]:
+        tokens = self._framed(Special.SYSTEM, instructions) if instructions else []
+        if tools:
+            tokens += self._framed(Special.TOOLS, canonical_tools_json([tool_dict(t) for t in tools]))
+        return tokens
+
+    def items(self, items: Sequence[ChatItem]) -> list[int]:
+        tokens: list[int] = []
+        for item in items:
+            if isinstance(item, Message):
+                marker = _ROLE_MARKER.get(item.role)
+                if marker is None:
+                    raise ValueError(f"unknown role {item.role!r}")
+                tokens += self._framed(marker, item.text)
+            elif isinstance(item, ToolCall):
+                tokens += [Special.CALL, *self._tokenizer.encode(item.name)]
+                tokens += self._framed(Special.ARGS, item.arguments)
+            else:
+                tokens += self._framed(Special.TOOL_OUTPUT, item.output)
+        return tokens
+
+    def generation_prompt(self) -> list[int]:
+        return []
+
+    def closing(self, chain: Sequence[int]) -> list[int]:
+        return []
+
+
+def tool_dict(tool: ChatTool) -> dict[str, Any]:
+    """A tool in the shape `canonical_tools_json` takes."""
+    return {"name": tool.name, "description": tool.description, "parameters": dict(tool.parameters)}
