@@ -1,12 +1,19 @@
-"""The `tether` command. `tether up` runs a local cluster (see tether/supervisor.py) until Ctrl-C/SIGTERM.
+"""The `tether` command.
 
-Contract lines on stdout (scripts and tests read them; child log lines start with `[name]`):
+    tether up             run a local cluster (tether/supervisor.py) until Ctrl-C/SIGTERM; a child that
+                          exits is started again (same name, same port), with a backoff in a crash loop
+    tether drain NAME     SIGTERM one process of a running `tether up` (a box drains); it comes back
+    tether bench          the benchmark (docs/benchmark.md)
+
+Contract lines of `tether up` on stdout (scripts and tests read them; child log lines start with `[name]`):
 
     tether metrics <process> <url>     one per process that serves metrics, before the ready line
     tether ready <base_url>            once every process is ready; the base URL ends in /v1
 
 Exit status: 0 after a requested shutdown (or a successful --demo) with every child stopped cleanly;
-1 when a child died, failed to start, or the demo failed; 2 for bad flags or environment values.
+1 when a child failed to start, died under --no-restart, or the demo failed; 2 for bad flags or
+environment values. `tether drain`: 0 once signalled (with --wait: once the process is back), 1 when no
+such `tether up` or process was found.
 """
 
 from __future__ import annotations
@@ -16,9 +23,12 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tether import bench
 from tether.config import ENV_PREFIX, ClusterSpec
@@ -26,10 +36,12 @@ from tether.demo import DEFAULT_TOOL_CALLS
 from tether.errors import ConfigError, DemoFailed, TetherError, exit_status
 from tether.logs import LAUNCHER, LinePrinter
 from tether.process import Child
+from tether.runfile import RunFile, read_run_file, run_file_path
 from tether.supervisor import LocalCluster
 
 DEMO_BUDGET = 300.0  # seconds for the whole demo run before it counts as failed
 DEMO_STOP_GRACE = 3.0
+DRAIN_POLL = 0.2  # seconds between looks at the run file while `tether drain --wait` waits
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,17 +73,49 @@ def build_parser() -> argparse.ArgumentParser:
     redis.add_argument("--redis-url", help="use this Redis instead of starting one")
     redis.add_argument("--no-redis", action="store_true", help="run without Redis")
     up.add_argument("--no-router", dest="router", action="store_false", default=None, help="expose box-0")
+    up.add_argument(
+        "--no-restart",
+        dest="restart",
+        action="store_false",
+        default=None,
+        help="stop everything when a child exits, instead of starting it again",
+    )
     up.add_argument("--log-format", dest="log_format", choices=("text", "json"), help="of the streamed logs")
     up.add_argument("--demo", action="store_true", help="drive a short agent run through the openai SDK")
     up.add_argument("--demo-tool-calls", type=int, default=DEFAULT_TOOL_CALLS, help="tool calls in the demo")
     up.add_argument("--serve", action="store_true", help="with --demo: keep serving after the demo")
+    drain = commands.add_parser(
+        "drain",
+        help="drain one process of a running `tether up` (SIGTERM); `tether up` starts it again",
+        description="Send SIGTERM to one process of a running `tether up`, found through its run file "
+        "(tether/runfile.py): a box drains (readiness fails, responses finish, sockets close with 1012) "
+        "and exits, and `tether up` starts it again on the same port.",
+    )
+    drain.add_argument(
+        "name", metavar="NAME", help="the process, e.g. box-0 (as in `[tether] started box-0`)"
+    )
+    drain.add_argument(
+        "--port", type=int, help=f"the port of that `tether up` (default {ENV_PREFIX}PORT or 8080)"
+    )
+    drain.add_argument("--wait", type=float, metavar="SECONDS", help="then wait until it is back and ready")
     bench.add_parser(commands)
     return parser
 
 
 def spec_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> ClusterSpec:
     """The cluster spec: `TETHER_UP_*` from `environ`, overridden by the flags that were given."""
-    names = ("host", "port", "boxes", "workers", "api_key", "engine", "speed", "router", "log_format")
+    names = (
+        "host",
+        "port",
+        "boxes",
+        "workers",
+        "api_key",
+        "engine",
+        "speed",
+        "router",
+        "log_format",
+        "restart",
+    )
     overrides: dict[str, object] = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     if args.no_redis:
         overrides["redis"] = None
@@ -86,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "bench":
         return bench.run(args, os.environ, parser, argv)
+    if args.command == "drain":
+        return drain(args, os.environ, parser)
     try:
         spec = spec_from_args(args, os.environ)
         if not 0 <= args.demo_tool_calls <= 64:
@@ -99,7 +145,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def up(spec: ClusterSpec, options: UpOptions, printer: LinePrinter | None = None) -> int:
     """Run the cluster until a signal, a child's death, or the demo's end; the exit status."""
     out = printer if printer is not None else LinePrinter(spec.log_format)
-    cluster = LocalCluster(spec, sink=out)
+    pids: dict[str, int] = {}
+    run_file: RunFile | None = None
+
+    def started(name: str, pid: int) -> None:
+        pids[name] = pid
+        if run_file is not None:
+            _keep_writing(run_file, name, pid, out)
+
+    cluster = LocalCluster(spec, sink=out, on_start=started)
     stop = asyncio.Event()
     _install_signal_handlers(stop, cluster, out)
     try:
@@ -107,6 +161,9 @@ async def up(spec: ClusterSpec, options: UpOptions, printer: LinePrinter | None 
         if not await _first_of(startup, stop):
             return 0 if await cluster.stop() else 1
         startup.result()
+        port = urlsplit(cluster.base_url).port or 0
+        run_file = RunFile(run_file_path(os.environ, port), os.getpid(), cluster.base_url, dict(pids))
+        _keep_writing(run_file, None, 0, out)
         for name, url in cluster.metrics_urls.items():
             out.write(f"tether metrics {name} {url}")
         out.write(f"tether ready {cluster.base_url}")
@@ -116,8 +173,72 @@ async def up(spec: ClusterSpec, options: UpOptions, printer: LinePrinter | None 
         status = exit_status(exc)
     finally:
         clean = await cluster.stop()
+        if run_file is not None:
+            run_file.remove()
         _remove_signal_handlers()
     return status if status != 0 or clean else 1
+
+
+def _keep_writing(run_file: RunFile, name: str | None, pid: int, out: LinePrinter) -> None:
+    """Record a (re)start in the run file; a run file that cannot be written costs only `tether drain`."""
+    try:
+        if name is None:
+            run_file.write()
+        else:
+            run_file.set(name, pid)
+    except OSError as exc:
+        out(
+            LAUNCHER,
+            "stderr",
+            f"cannot write {run_file.path} (tether drain will not find this cluster): {exc}",
+        )
+
+
+def drain(args: argparse.Namespace, environ: Mapping[str, str], parser: argparse.ArgumentParser) -> int:
+    """`tether drain NAME`: SIGTERM one process of a running `tether up`; the exit status."""
+    try:
+        port = args.port if args.port is not None else ClusterSpec.from_env(environ).port
+        if args.wait is not None and not 0 < args.wait <= 3600:
+            raise ConfigError("--wait must be in (0, 3600] seconds")
+    except ConfigError as exc:
+        parser.error(str(exc))
+    try:
+        path = run_file_path(environ, port)
+        pid = _signal_process(path, args.name)
+        print(f"sent SIGTERM to {args.name} (pid {pid})", flush=True)
+        if args.wait is not None:
+            back = _wait_back(path, args.name, pid, args.wait)
+            print(f"{args.name} is back (pid {back})", flush=True)
+    except TetherError as exc:
+        print(f"tether drain: {exc}", file=sys.stderr)
+        return exit_status(exc)
+    return 0
+
+
+def _signal_process(path: Path, name: str) -> int:
+    running = read_run_file(path)
+    if name not in running.processes:
+        raise TetherError(f"no process {name!r} in {running.base_url}; known: {', '.join(running.processes)}")
+    pid = running.processes[name]
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        raise TetherError(
+            f"{name} (pid {pid}) is not running; `tether up` may be starting it again"
+        ) from None
+    return pid
+
+
+def _wait_back(path: Path, name: str, old_pid: int, within: float) -> int:
+    """Poll the run file until `name` runs as another pid (`tether up` writes it once that one is ready)."""
+    deadline = time.monotonic() + within
+    while True:
+        pid = read_run_file(path).processes.get(name, old_pid)
+        if pid != old_pid:
+            return pid
+        if time.monotonic() >= deadline:
+            raise TetherError(f"{name} was not back within {within:g} s")
+        time.sleep(DRAIN_POLL)
 
 
 async def _serve(cluster: LocalCluster, stop: asyncio.Event, options: UpOptions, out: LinePrinter) -> int:

@@ -30,6 +30,8 @@ class ClusterSpec:
     `port` is the base port clients use (the router's, or box-0's without a router); 0 picks a free one.
     `speed` scales the sim engine's timing (1 = calibrated real-GPU timing, 0 = as fast as possible).
     `redis` is "auto" (start `redis-server` when it is on PATH), a `redis://` URL to use, or None.
+    `restart`: start a child that exits again (tether/supervisor.py); without it a child's exit fails the
+    cluster. The environment (the CLI) defaults it to on, the Python API (tests) to off.
     """
 
     boxes: int = 2
@@ -44,7 +46,7 @@ class ClusterSpec:
     log_format: LogFormat = "text"
     start_timeout: float = 60.0
     stop_timeout: float = 15.0
-    exit_on_child_death: bool = True
+    restart: bool = False
 
     def __post_init__(self) -> None:
         most = MAX_PROCESSES_PER_KIND
@@ -68,10 +70,11 @@ class ClusterSpec:
     def from_env(cls, environ: Mapping[str, str], **overrides: object) -> ClusterSpec:
         """Build a spec from `TETHER_UP_*` variables; keyword `overrides` (CLI flags) win over them.
 
-        The environment defaults the port to 8080 (the CLI's default); the Python API defaults to 0.
+        The environment defaults the port to 8080 and `restart` to on (the CLI's defaults); the Python API
+        defaults to port 0 and no restarts.
         `TETHER_UP_REDIS_URL` sets a URL, `TETHER_UP_REDIS=off` disables Redis.
         """
-        values: dict[str, object] = {"port": CLI_DEFAULT_PORT}
+        values: dict[str, object] = {"port": CLI_DEFAULT_PORT, "restart": True}
         for field in fields(cls):
             raw = environ.get(ENV_PREFIX + field.name.upper())
             if raw is not None and field.name != "redis":

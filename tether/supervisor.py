@@ -6,8 +6,14 @@
 It starts redis → workers → boxes → router on free ports, learns each address from the child's serving
 line, waits for readiness (gRPC health SERVING, GET /readyz 200, Redis PING), and streams every child's
 output prefixed with its name. Stopping goes in the reverse order: SIGTERM to a group, wait up to
-`spec.stop_timeout`, then SIGKILL. A child that exits on its own while serving is reported and, with
-`spec.exit_on_child_death`, sets `failure` and wakes `wait_failure()`. No domain logic lives here.
+`spec.stop_timeout`, then SIGKILL.
+
+A child that exits on its own while serving is reported. With `spec.restart` (what `tether up` does) it is
+started again under the same name, on the same port and with the same arguments, so that its peers find
+it where it was (the router re-probes a box it lost and puts it back in its place on the ring); a child
+that keeps exiting soon after it starts is restarted with a growing delay (tether/core/restart.py).
+Without `spec.restart` the exit sets `failure` and wakes `wait_failure()`. Stops asked for through
+`terminate`/`kill`/`stop` are never restarted. No domain logic lives here.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -37,6 +43,7 @@ from tether.core.plan import (
     worker_name,
     worker_plan,
 )
+from tether.core.restart import RestartPolicy, RestartTracker
 from tether.core.serving import ServingLine
 from tether.errors import ChildDied, ChildStartError, TetherError
 from tether.logs import LAUNCHER, LinePrinter
@@ -57,6 +64,8 @@ class LocalCluster:
         sink: LogSink | None = None,
         programs: Mapping[str, Sequence[str]] | None = None,
         environ: Mapping[str, str] | None = None,
+        restart_policy: RestartPolicy | None = None,
+        on_start: Callable[[str, int], None] | None = None,
     ) -> None:
         self.spec = spec
         self._sink: LogSink = sink if sink is not None else LinePrinter(spec.log_format)
@@ -73,6 +82,9 @@ class LocalCluster:
         self.failure: ChildDied | None = None
         self.redis_url: str | None = None
         self._redis_port: int | None = None
+        self._restarts = RestartTracker(restart_policy or RestartPolicy())
+        self._on_start = on_start  # (name, pid) after each (re)start that became ready
+        self.restarts = 0  # children started again after they exited on their own
 
     # ------------------------------------------------------------------ addresses
     @property
@@ -133,7 +145,7 @@ class LocalCluster:
             raise
 
     async def wait_failure(self) -> ChildDied:
-        """Return once a child died unexpectedly (only with `spec.exit_on_child_death`)."""
+        """Return once a child died unexpectedly (never with `spec.restart`: it is started again)."""
         await self._failed.wait()
         assert self.failure is not None
         return self.failure
@@ -154,28 +166,37 @@ class LocalCluster:
 
     async def _stop_all(self) -> bool:
         self._stopping = True
+        await self._cancel_watchers()  # pending restarts first: a child they started is stopped below
         clean = True
         for kind in reversed(START_ORDER):
             group = [self._children[name] for name in self.names(kind)]
+            # With restarts, a child already gone was reported when it exited (or stopped on purpose).
+            counted = [c.returncode is None or not self.spec.restart for c in group]
             codes = await asyncio.gather(*(c.stop(self.spec.stop_timeout, self._hurry) for c in group))
-            for child, code in zip(group, codes, strict=True):
+            for child, code, count in zip(group, codes, counted, strict=True):
                 reported = self.failure is not None and self.failure.name == child.name
-                if code is not None and code not in CLEAN_EXITS and not reported:
+                if count and code is not None and code not in CLEAN_EXITS and not reported:
                     self._note(f"{child.name} exited with status {code}")
                     clean = False
-        await self._cancel_watchers()
         return clean and self.failure is None
 
     async def terminate(self, name: str, grace: float | None = None) -> int | None:
-        """SIGTERM one process (then SIGKILL after `grace`); a deliberate stop, not reported as a death."""
-        code = await self._child(name).stop(self.spec.stop_timeout if grace is None else grace, self._hurry)
+        """SIGTERM one process (then SIGKILL after `grace`); a deliberate stop: not reported as a death,
+        not restarted (a restart of it already pending is called off)."""
+        child = self._child(name)
+        child.stopping = True
         await self._cancel_watchers(name)
+        code = await self._child(name).stop(self.spec.stop_timeout if grace is None else grace, self._hurry)
+        self._restarts.forget(name)
         return code
 
     async def kill(self, name: str) -> int | None:
-        """SIGKILL one process now; a deliberate stop, not reported as a death."""
-        code = await self._child(name).kill()
+        """SIGKILL one process now; a deliberate stop: not reported as a death, not restarted."""
+        child = self._child(name)
+        child.stopping = True
         await self._cancel_watchers(name)
+        code = await self._child(name).kill()
+        self._restarts.forget(name)
         return code
 
     async def restart(self, name: str) -> None:
@@ -183,11 +204,16 @@ class LocalCluster:
         child = self._child(name)
         if child.returncode is None:
             raise TetherError(f"{name} is still running")
-        port = self._serving[name].port if name in self._serving else self._redis_port or 0
-        index = int(name.rsplit("-", 1)[1]) if "-" in name else 0
-        await self._launch(self._plan(self._kinds[name], index, port))
+        await self._cancel_watchers(name)  # an automatic restart that was waiting out its backoff
+        await self._launch(self._replan(name))
 
     # ------------------------------------------------------------------ internals
+    def _replan(self, name: str) -> ChildPlan:
+        """The plan of a process that ran before: same name, index and port."""
+        port = self._serving[name].port if name in self._serving else self._redis_port or 0
+        index = int(name.rsplit("-", 1)[1]) if "-" in name else 0
+        return self._plan(self._kinds[name], index, port)
+
     def _plan(self, kind: Kind, index: int, port: int) -> ChildPlan:
         if kind == "worker":
             return worker_plan(self.spec, index, port)
@@ -248,6 +274,9 @@ class LocalCluster:
             serving = await child.wait_serving(self._budget)
             self._serving[plan.name] = serving
             await self._ready_or_exit(child, self._readiness(plan.kind, serving))
+        self._restarts.started(plan.name, self._now())
+        if self._on_start is not None and child.pid is not None:
+            self._on_start(plan.name, child.pid)
         self._watchers[plan.name] = asyncio.create_task(self._watch(child), name=f"watch-{plan.name}")
 
     @property
@@ -277,10 +306,34 @@ class LocalCluster:
         code = await child.wait()
         if child.stopping or self._stopping:
             return
-        self.failure = ChildDied(child.name, code)
-        self._note(str(self.failure))
-        if self.spec.exit_on_child_death:
+        if not self.spec.restart:
+            self.failure = ChildDied(child.name, code)
+            self._note(str(self.failure))
             self._failed.set()
+            return
+        await child.close()  # its last lines come before the note about its exit
+        await self._keep_alive(child.name, f"exited with status {code}")
+
+    async def _keep_alive(self, name: str, what: str) -> None:
+        """Start `name` again after it `what` (exited, or failed to come back), backing off in a crash
+        loop, until one start succeeds or the cluster stops (which cancels this task)."""
+        while True:
+            decision = self._restarts.exited(name, self._now())
+            ran = "" if decision.ran_for is None else f" after {decision.ran_for:.1f} s"
+            loop = f" ({decision.quick_exits} quick exits in a row)" if decision.crash_loop else ""
+            self._note(f"{name} {what}{ran}; starting it again in {decision.delay:g} s{loop}")
+            await asyncio.sleep(decision.delay)
+            try:
+                await self._launch(self._replan(name))
+            except TetherError as exc:
+                await self._children[name].stop(self.spec.stop_timeout, self._hurry)
+                what = f"did not come back ({exc})"
+                continue
+            self.restarts += 1
+            return
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
 
     async def _cancel_watchers(self, *names: str) -> None:
         tasks = [self._watchers.pop(n) for n in (names or list(self._watchers)) if n in self._watchers]

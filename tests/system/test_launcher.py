@@ -8,13 +8,16 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from tether.config import DEV_API_KEY
+from tether.runfile import RUN_DIR_ENV
 
 SMALL = ["--port", "0", "--boxes", "1", "--workers", "1", "--speed", "0"]
 READY = re.compile(r"^tether ready (http://127\.0\.0\.1:(\d+)/v1)$")
@@ -76,9 +79,19 @@ class Launcher:
 
 
 @contextmanager
-def tether_up(*args: str) -> Iterator[Launcher]:
+def tether_up(*args: str, run_dir: Path | None = None) -> Iterator[Launcher]:
+    """`tether up ARGS` as a subprocess; its run file goes to `run_dir` (default: a scratch folder)."""
+    with (
+        tempfile.TemporaryDirectory(prefix="tether-run-") as scratch,
+        _tether_up(args, run_dir or Path(scratch)) as up,
+    ):
+        yield up
+
+
+@contextmanager
+def _tether_up(args: tuple[str, ...], run_dir: Path) -> Iterator[Launcher]:
     command = [sys.executable, "-m", "tether", "up", *args]
-    env = {**os.environ, "TETHER_UP_START_TIMEOUT": str(START_BUDGET)}
+    env = {**os.environ, "TETHER_UP_START_TIMEOUT": str(START_BUDGET), RUN_DIR_ENV: str(run_dir)}
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
     )
@@ -130,14 +143,53 @@ def test_ctrl_c_during_startup_stops_what_was_started() -> None:
     assert all(gone(pid) for pid in up.pids().values())
 
 
-def test_a_dying_child_brings_tether_up_down_with_status_1() -> None:
-    with tether_up(*SMALL, "--no-redis") as up:
+def test_without_restarts_a_dying_child_brings_tether_up_down_with_status_1() -> None:
+    with tether_up(*SMALL, "--no-redis", "--no-restart") as up:
         up.wait_for(READY.match, START_BUDGET)
         pids = up.pids()
         os.kill(pids["box-0"], signal.SIGKILL)
         assert up.finish() == 1
     assert "[tether] box-0 exited unexpectedly with status -9" in up.lines
     assert all(gone(pid) for pid in pids.values()), pids
+
+
+def test_a_drained_box_comes_back_while_the_cluster_keeps_serving(tmp_path: Path) -> None:
+    with tether_up(*SMALL, "--boxes", "2", "--no-redis", run_dir=tmp_path) as up:
+        base_url = READY.match(up.wait_for(READY.match, START_BUDGET))[1]  # type: ignore[index]
+        port = base_url.split(":")[2].split("/")[0]
+        old = up.pids()["box-0"]
+        drain = subprocess.Popen(
+            [sys.executable, "-m", "tether", "drain", "box-0", "--port", port, "--wait", str(START_BUDGET)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, RUN_DIR_ENV: str(tmp_path)},
+        )
+        answered = 0
+        while drain.poll() is None:  # the router walks box-0's sessions to box-1 meanwhile
+            for session in range(8):
+                assert get_models(base_url, f"s-{session}") == 200
+                answered += 1
+        out = drain.communicate(timeout=10)[0]
+        assert drain.returncode == 0, out
+        up.wait_for(lambda line: line.startswith("[tether] started box-0"), 10)  # the restart's line
+        new = up.pids()["box-0"]
+        assert out.splitlines() == [f"sent SIGTERM to box-0 (pid {old})", f"box-0 is back (pid {new})"]
+        assert new != old
+        assert any(line.startswith("[tether] box-0 exited with status 0 after ") for line in up.lines)
+        assert all(get_models(base_url, f"s-{session}") == 200 for session in range(8))  # box-0 serves again
+        assert answered >= 8
+        up.proc.send_signal(signal.SIGTERM)
+        assert up.finish() == 0, "\n".join(up.lines[-60:])
+    assert not (tmp_path / f"up-{port}.json").exists()
+
+
+def get_models(base_url: str, session: str) -> int:
+    headers = {"Authorization": f"Bearer {DEV_API_KEY}", "X-Session-Id": session}
+    with urllib.request.urlopen(
+        urllib.request.Request(f"{base_url}/models", headers=headers), timeout=10
+    ) as reply:
+        return int(reply.status)
 
 
 def test_the_demo_drives_an_agent_run_and_exits_0() -> None:

@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from tether.config import ClusterSpec
+from tether.core.restart import RestartPolicy
 from tether.errors import ChildDied, ChildStartError
 from tether.supervisor import LocalCluster
 
@@ -23,13 +25,31 @@ FAKE = [sys.executable, str(Path(__file__).parent / "fakes" / "fake_service.py")
 
 
 class Lines:
-    """A log sink that keeps (process, stream, line) in arrival order."""
+    """A log sink that keeps (process, stream, line) in arrival order; tests can await a line."""
 
     def __init__(self) -> None:
         self.records: list[tuple[str, str, str]] = []
+        self._arrived = asyncio.Condition()
 
     def __call__(self, name: str, label: str, line: str) -> None:
         self.records.append((name, label, line))
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._arrived:
+            self._arrived.notify_all()
+
+    async def seen(self, name: str, start: str, within: float = 30) -> str:
+        """The first line of `name` that starts with `start`, once it has arrived."""
+
+        def found() -> str | None:
+            return next((line for line in self.of(name) if line.startswith(start)), None)
+
+        async with asyncio.timeout(within), self._arrived:
+            await self._arrived.wait_for(lambda: found() is not None)
+        line = found()
+        assert line is not None
+        return line
 
     def of(self, name: str) -> list[str]:
         return [line for n, _, line in self.records if n == name]
@@ -164,3 +184,87 @@ async def test_hurry_skips_the_remaining_grace() -> None:
     cluster.hurry()  # what a second Ctrl-C does; before or during the wait, no grace is waited out
     assert not await asyncio.wait_for(stopping, 30)
     assert "box-0 did not stop within 60 s; killing it" in lines.of("tether")
+
+
+async def test_with_restart_a_child_that_dies_comes_back_on_its_port() -> None:
+    lines = Lines()
+    spec = ClusterSpec(workers=1, boxes=2, redis=None, restart=True)
+    started: list[tuple[str, int]] = []
+    cluster = LocalCluster(spec, sink=lines, programs=fakes(), on_start=lambda n, p: started.append((n, p)))
+    async with cluster:
+        before, old = cluster.box_urls, cluster.pids["box-1"]
+        os.kill(old, signal.SIGKILL)
+        await lines.seen("tether", "box-1 exited with status -9 after ")
+        await _until(lambda: cluster.restarts == 1)
+        assert cluster.pids["box-1"] != old
+        assert f"started box-1 (pid {cluster.pids['box-1']})" in lines.of("tether")
+        assert cluster.box_urls == before  # same port: the router finds it where it was
+        assert started[-1] == ("box-1", cluster.pids["box-1"])
+        first, again = _all_args(lines, "box-1")
+        port = again.index("--port") + 1
+        assert again[port] == before[1].rsplit(":", 1)[1]  # the port it had bound, not 0 again
+        assert again[:port] + again[port + 1 :] == first[:port] + first[port + 1 :]  # same box id, workers
+        assert (cluster.restarts, cluster.failure) == (1, None)
+        pids = cluster.pids
+    assert await cluster.stop()
+    assert all(gone(pid) for pid in pids.values())
+
+
+async def test_with_restart_a_clean_exit_comes_back_too() -> None:
+    lines = Lines()
+    spec = ClusterSpec(workers=1, boxes=1, router=False, redis=None, restart=True)
+    async with LocalCluster(spec, sink=lines, programs=fakes()) as cluster:
+        os.kill(cluster.pids["box-0"], signal.SIGTERM)  # a drain asked of the box itself, not of us
+        note = await lines.seen("tether", "box-0 exited with status 0")
+        assert note.endswith("starting it again in 0 s")
+        await _until(lambda: cluster.restarts == 1)
+        assert lines.of("tether")[-1] == f"started box-0 (pid {cluster.pids['box-0']})"
+    assert cluster.failure is None
+
+
+async def test_a_crash_loop_backs_off_and_a_stop_calls_off_the_pending_restart() -> None:
+    lines = Lines()
+    spec = ClusterSpec(workers=1, boxes=1, router=False, redis=None, restart=True, stop_timeout=5)
+    policy = RestartPolicy(first_backoff=60, max_backoff=60, stable_after=30)
+    cluster = LocalCluster(
+        spec, sink=lines, programs=fakes(box="FAKE_CRASH_AFTER=0.1"), restart_policy=policy
+    )
+    await cluster.start()
+    await _until(lambda: len(_restart_notes(lines)) == 2, within=60)
+    first, second = _restart_notes(lines)
+    assert first.startswith("box-0 exited with status 3 after ")
+    assert first.endswith("; starting it again in 0 s")  # a first quick exit: at once
+    assert second.endswith("; starting it again in 60 s (2 quick exits in a row)")
+    assert await asyncio.wait_for(cluster.stop(), 10)  # does not wait the 60 s out; the loop is no failure
+    assert all(gone(pid) for pid in cluster.pids.values())
+    assert cluster.restarts == 1
+
+
+async def test_with_restart_a_deliberate_stop_is_not_restarted() -> None:
+    lines = Lines()
+    spec = ClusterSpec(workers=1, boxes=2, redis=None, restart=True)
+    async with LocalCluster(spec, sink=lines, programs=fakes()) as cluster:
+        assert await cluster.terminate("box-1") == 0
+        assert await cluster.kill("box-0") == -9
+        await cluster.restart("box-1")
+        assert cluster.restarts == 0
+        assert not _restart_notes(lines)
+
+
+def _restart_notes(lines: Lines) -> list[str]:
+    return [line for line in lines.of("tether") if "starting it again" in line]
+
+
+def _all_args(lines: Lines, name: str) -> list[list[str]]:
+    return [
+        json.loads(line.removeprefix("fake-args "))["argv"]
+        for line in lines.of(name)
+        if line.startswith("fake-args ")
+    ]
+
+
+async def _until(condition: Callable[[], bool], within: float = 30) -> None:
+    """Wait for a condition the supervisor reaches on its own loop (polled each loop turn, no fixed sleep)."""
+    async with asyncio.timeout(within):
+        while not condition():
+            await asyncio.sleep(0.01)

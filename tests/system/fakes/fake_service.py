@@ -5,7 +5,8 @@ port it is given (0: a free one), prints the real programs' serving line, answer
 GET /readyz (box, router), and prints `fake-args <json>` so tests can check what the launcher passed.
 
 Behaviour knobs (environment): FAKE_IGNORE_SIGTERM=1 (needs SIGKILL), FAKE_SILENT=1 (never prints the
-serving line), FAKE_EXIT=<status> (exits right away with that status).
+serving line), FAKE_EXIT=<status> (exits right away with that status), FAKE_CRASH_AFTER=<seconds> (serves,
+then exits with status 3 that long after its serving line).
 """
 
 from __future__ import annotations
@@ -76,7 +77,12 @@ async def main() -> int:
         metrics = f"{address}/metrics"
     if os.environ.get("FAKE_SILENT") != "1":
         print(f"{PROGRAMS[args.kind]} serving {address} metrics {metrics}", flush=True)
-    await stop.wait()
+    crash_after = float(os.environ.get("FAKE_CRASH_AFTER", "inf"))
+    try:
+        await asyncio.wait_for(stop.wait(), None if crash_after == float("inf") else crash_after)
+    except TimeoutError:
+        print("fake crashing as asked", flush=True)
+        return 3
     print("fake stopping", flush=True)
     if args.kind == "worker":
         await server.stop(None)
