@@ -6,6 +6,7 @@ Environment (all optional; a bad value fails start-up with the variable's name):
     TETHER_WORKER_PORT                          50051       gRPC port (0: pick a free one)
     TETHER_WORKER_METRICS_PORT                  0           /metrics port (0: pick a free one, -1: off)
     TETHER_WORKER_ENGINE                        sim         sim | torch (torch: TETHER_WORKER_TORCH_*)
+    TETHER_WORKER_MODEL_NAME                    tether-sim  the name the sim and dummy weights answer to
     TETHER_WORKER_KV_BUDGET_TOKENS              400000      tokens of chains held (LRU beyond)
     TETHER_WORKER_SPEED                         1.0         sim time scale (0: no delays)
     TETHER_WORKER_LOG_FORMAT                    text        text | json
@@ -58,6 +59,7 @@ class WorkerSettings:
     port: int = 50051
     metrics_port: int = 0  # -1: off
     engine: str = "sim"
+    model_name: str = "tether-sim"  # the name the sim and dummy weights answer to (DescribeModel)
     kv_budget_tokens: int = 400_000
     speed: float = 1.0
     log_format: str = "text"
@@ -149,6 +151,7 @@ _ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "PORT": ("", "port", _int),
     "METRICS_PORT": ("", "metrics_port", _int),
     "ENGINE": ("", "engine", _lower),
+    "MODEL_NAME": ("", "model_name", _text),
     "KV_BUDGET_TOKENS": ("", "kv_budget_tokens", _int),
     "SPEED": ("", "speed", _float),
     "LOG_FORMAT": ("", "log_format", _lower),

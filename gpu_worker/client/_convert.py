@@ -36,7 +36,9 @@ def request_to_pb(req: GenerationRequest, *, full: bool) -> pb.GenerateRequest:
         ),
         seed=req.seed,
         temperature=req.temperature,
+        top_p=req.top_p,
         generate=req.generate,
+        tokenizer_fingerprint=req.tokenizer_fingerprint,
     )
 
 

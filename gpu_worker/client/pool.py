@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
@@ -26,11 +26,13 @@ from gpu_worker.client.types import (
 )
 from gpu_worker.wire._pb import worker_pb2 as pb
 from gpu_worker.wire._pb import worker_pb2_grpc as pb_grpc
+from gpu_worker.wire.model import ModelDescription, description_from_pb
 
 __all__ = ["CHANNEL_OPTIONS", "WorkerPool"]
 
 _LOG = logging.getLogger("gpu_worker.client")
 _MiB = 1 << 20
+_MAX_CHAIN_MODELS = 65_536
 
 # Keepalive per the worker's server settings (gpu_worker/server/app.py): the client pings every 10 s,
 # above the server's 5 s minimum, so the server never answers GOAWAY too_many_pings. Short reconnect
@@ -49,7 +51,12 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 
 
 class _Precondition(Exception):
-    """FAILED_PRECONDITION: the worker does not hold the prefix; resend the whole chain."""
+    """FAILED_PRECONDITION: the worker does not hold the prefix (resend the whole chain), or, with reason
+    `tokenizer_mismatch`, the request was rendered for another model's tokenizer (no resend helps)."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class _Unreachable(Exception):
@@ -86,6 +93,11 @@ class WorkerPool:
         self._stubs: dict[str, pb_grpc.WorkerStub] = {}
         self._down_until: dict[str, float] = {}
         self._counts: Counter[str] = Counter()
+        # What each worker said it serves (DescribeModel); None: a worker without the RPC, which serves
+        # any model name in Tether's own format. A target missing here has not answered yet.
+        self._described: dict[str, ModelDescription | None] = {}
+        # The model of recent chains, so DropSession reaches the worker that served them (bounded).
+        self._chain_models: OrderedDict[str, str] = OrderedDict()
 
     # ------------------------------------------------------------------------------------ lifecycle
     @property
@@ -111,14 +123,71 @@ class WorkerPool:
         channels, self._channels, self._stubs = self._channels, {}, {}
         await asyncio.gather(*(c.close(None) for c in channels.values()), return_exceptions=True)
 
-    # -------------------------------------------------------------------------------------- routing
-    def owner(self, cache_key: str) -> str:
-        """The worker a chain goes to now: the first in its rendezvous order not marked down."""
-        return self._candidates(cache_key)[0]
+    # ------------------------------------------------------------------------------------- models
+    async def describe(self) -> None:
+        """Ask every worker that has not described its model yet (concurrently; unreachable ones later)."""
+        if not self._stubs:
+            raise RuntimeError("WorkerPool.start() was not awaited")
+        pending = [t for t in self._targets if t not in self._described]
+        await asyncio.gather(*(self._describe_one(t) for t in pending))
 
-    def _candidates(self, key: str) -> list[str]:
+    async def _describe_one(self, target: str) -> None:
+        try:
+            reply = await self._stubs[target].DescribeModel(
+                pb.DescribeModelRequest(), timeout=self._connect_timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                self._described[target] = None
+            else:
+                _LOG.info("DescribeModel on %s failed: %s", target, exc.code().name)
+            return
+        try:
+            self._described[target] = description_from_pb(reply)
+        except ValueError as exc:
+            _LOG.error("worker %s describes an invalid model: %s", target, exc)
+
+    def forget_description(self, target: str) -> None:
+        """Ask `target` again on the next `describe` (it answered tokenizer_mismatch: it was replaced)."""
+        self._described.pop(target, None)
+
+    @property
+    def descriptions(self) -> Mapping[str, ModelDescription | None]:
+        """What each worker that answered DescribeModel serves (None: a worker without the RPC)."""
+        return dict(self._described)
+
+    def description(self, model: str) -> ModelDescription | None:
+        """The description of the model a worker serves under the name `model`, if any does."""
+        for target in self._targets:
+            found = self._described.get(target)
+            if found is not None and model in found.names:
+                return found
+        return None
+
+    def has_untyped_workers(self) -> bool:
+        """Whether a worker without DescribeModel answered (it serves any name, Tether's format)."""
+        return any(self._described.get(t, False) is None for t in self._targets)
+
+    def _serving(self, model: str) -> tuple[str, ...]:
+        """The workers that serve `model`: those that name it, else those that do not describe models."""
+        if not model:
+            return self._targets
+        named = tuple(
+            t for t in self._targets if (d := self._described.get(t)) is not None and model in d.names
+        )
+        if named:
+            return named
+        untyped = tuple(t for t in self._targets if self._described.get(t, None) is None)
+        return untyped or self._targets
+
+    # -------------------------------------------------------------------------------------- routing
+    def owner(self, cache_key: str, model: str = "") -> str:
+        """The worker a chain goes to now: the first in its rendezvous order not marked down."""
+        return self._candidates(cache_key, model)[0]
+
+    def _candidates(self, key: str, model: str = "") -> list[str]:
         now = time.monotonic()
-        ranked = rank(key, self._targets)
+        ranked = rank(key, self._serving(model))
         up = [t for t in ranked if self._down_until.get(t, 0.0) <= now]
         return up + [t for t in ranked if t not in up]
 
@@ -143,7 +212,12 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (req.timeout if req.timeout is not None else self._request_timeout)
         key = req.cache_key or req.routing_key or routing_key_of_chain(req.chain)
-        candidates = self._candidates(key)[: self._max_attempts]
+        candidates = self._candidates(key, req.model)[: self._max_attempts]
+        if req.cache_key and req.model:
+            self._chain_models[req.cache_key] = req.model
+            self._chain_models.move_to_end(req.cache_key)
+            if len(self._chain_models) > _MAX_CHAIN_MODELS:
+                self._chain_models.popitem(last=False)
         index, full, resent, yielded = 0, req.held_len == 0, False, False
         try:
             while True:
@@ -154,6 +228,9 @@ class WorkerPool:
                             yielded = True
                             yield event
                 except _Precondition as exc:
+                    if exc.reason == "tokenizer_mismatch":
+                        self.forget_description(target)
+                        raise WorkerRejected("FAILED_PRECONDITION", str(exc), target=target) from None
                     if full or yielded:
                         raise WorkerError(str(exc), code="FAILED_PRECONDITION", target=target) from None
                     resent, full = True, True
@@ -216,7 +293,7 @@ class WorkerPool:
         """Best effort DropSession on the chain's owner; True when the worker held it."""
         if not self._stubs:
             return False
-        target = self.owner(cache_key)
+        target = self.owner(cache_key, self._chain_models.pop(cache_key, ""))
         try:
             reply = await self._stubs[target].DropSession(
                 pb.DropSessionRequest(cache_key=cache_key), timeout=self._connect_timeout
@@ -238,7 +315,9 @@ def _classify(exc: grpc.aio.AioRpcError, target: str) -> Exception:
     code = exc.code()
     details = exc.details() or code.name
     if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return _Precondition(details)
+        pairs: Any = exc.trailing_metadata() or ()
+        reasons = [str(value) for key, value in pairs if key == "tether-precondition"]
+        return _Precondition(details, reasons[0] if reasons else "")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
         return _Unreachable(details)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:

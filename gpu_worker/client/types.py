@@ -52,7 +52,10 @@ class GenerationRequest:
     model: str = ""
     seed: int = 0
     temperature: float = 0.0
+    top_p: float = 1.0
     generate: bool = True
+    # The tokenizer `chain` was rendered with (ModelDescription.fingerprint); "" skips the worker's check.
+    tokenizer_fingerprint: str = ""
     timeout: float | None = None  # seconds for the whole call; None = the pool's request_timeout
     # Hash key for requests without a cache_key (HTTP full-context mode). None: the chain's first
     # 64-token block, so the turns of one conversation meet the same worker's prefix cache.

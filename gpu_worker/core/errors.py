@@ -31,7 +31,7 @@ __all__ = [
     "WorkerError",
 ]
 
-PreconditionReason = Literal["unknown_cache_key", "length_mismatch", "digest_mismatch"]
+PreconditionReason = Literal["unknown_cache_key", "length_mismatch", "digest_mismatch", "tokenizer_mismatch"]
 
 
 class WorkerError(Exception):

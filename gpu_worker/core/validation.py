@@ -10,10 +10,11 @@ from dataclasses import dataclass, field, replace
 
 from gpu_worker.core.agent import tool_schema
 from gpu_worker.core.cache import ANON_PREFIX
-from gpu_worker.core.errors import InvalidRequest
+from gpu_worker.core.errors import InvalidRequest, PreconditionFailed
 from gpu_worker.engines.base import AgentState, ToolSpec
 from gpu_worker.wire.chain import DIGEST_SIZE
-from gpu_worker.wire.tokenizer import SPECIAL_BASE, VOCAB_SIZE
+from gpu_worker.wire.model import ModelDescription
+from gpu_worker.wire.tokenizer import SPECIAL_BASE
 
 __all__ = ["Limits", "WorkRequest", "validate"]
 
@@ -60,6 +61,8 @@ class WorkRequest:
     seed: int = 0
     temperature: float = 0.0
     generate: bool = True
+    tokenizer_fingerprint: str = ""  # "" = not checked
+    top_p: float = 0.0  # 0 = 1.0 (off)
 
     @property
     def prompt_len(self) -> int:
@@ -67,19 +70,28 @@ class WorkRequest:
         return self.base_len + len(self.tokens)
 
 
-def validate(req: WorkRequest, limits: Limits) -> WorkRequest:
-    """The request with defaults filled in (max_output_tokens, tool_choice), or InvalidRequest."""
+def validate(req: WorkRequest, limits: Limits, model: ModelDescription) -> WorkRequest:
+    """The request with defaults filled in (max_output_tokens, tool_choice, top_p), or InvalidRequest;
+    PreconditionFailed(tokenizer_mismatch) when it was rendered for another tokenizer than `model`'s."""
+    if req.tokenizer_fingerprint and req.tokenizer_fingerprint != model.fingerprint:
+        raise PreconditionFailed(
+            "tokenizer_mismatch",
+            f"the request was tokenized for tokenizer {req.tokenizer_fingerprint[:12]}; this worker serves "
+            f"{model.name} with tokenizer {model.fingerprint[:12]}",
+        )
     _check_ids(req, limits)
-    _check_tokens(req, limits)
+    _check_tokens(req, limits, model)
     max_output = req.max_output_tokens or limits.default_max_output_tokens
     if max_output > limits.max_output_tokens:
         raise InvalidRequest(f"max_output_tokens={max_output} exceeds the limit {limits.max_output_tokens}")
     if not math.isfinite(req.temperature) or not 0.0 <= req.temperature <= 2.0:
         raise InvalidRequest(f"temperature={req.temperature} is outside 0..2")
+    if not math.isfinite(req.top_p) or not 0.0 <= req.top_p <= 1.0:
+        raise InvalidRequest(f"top_p={req.top_p} is outside 0..1")
     _check_tools(req.tools, limits)
     choice = _check_tool_choice(req.tool_choice or "auto", req.tools)
     _check_metadata(req.metadata, limits)
-    return replace(req, max_output_tokens=max_output, tool_choice=choice)
+    return replace(req, max_output_tokens=max_output, tool_choice=choice, top_p=req.top_p or 1.0)
 
 
 def _check_ids(req: WorkRequest, limits: Limits) -> None:
@@ -95,17 +107,16 @@ def _check_ids(req: WorkRequest, limits: Limits) -> None:
         raise InvalidRequest(f"base_digest must be {DIGEST_SIZE} bytes when base_len > 0")
 
 
-def _check_tokens(req: WorkRequest, limits: Limits) -> None:
+def _check_tokens(req: WorkRequest, limits: Limits, model: ModelDescription) -> None:
     if not req.tokens:
         raise InvalidRequest("tokens is empty" + (" (a delta must add tokens)" if req.base_len else ""))
-    if req.prompt_len > limits.max_prompt_tokens:
-        raise InvalidRequest(
-            f"the prompt has {req.prompt_len} tokens; the limit is {limits.max_prompt_tokens}"
-        )
+    most = min(limits.max_prompt_tokens, model.context_length)
+    if req.prompt_len > most:
+        raise InvalidRequest(f"the prompt has {req.prompt_len} tokens; the limit is {most}")
     highest = max(req.tokens)
-    if highest >= VOCAB_SIZE:
-        raise InvalidRequest(f"token id {highest} is outside the vocabulary (< {VOCAB_SIZE})")
-    if highest >= _O200K_VOCAB:
+    if highest >= model.vocab_size:
+        raise InvalidRequest(f"token id {highest} is outside the vocabulary (< {model.vocab_size})")
+    if model.tokenizer_kind == "o200k" and highest >= _O200K_VOCAB:
         bad = next((t for t in req.tokens if _O200K_VOCAB <= t < SPECIAL_BASE), None)
         if bad is not None:
             raise InvalidRequest(f"token id {bad} is not assigned in the vocabulary")

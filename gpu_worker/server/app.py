@@ -28,6 +28,7 @@ from gpu_worker.server.service import WorkerService
 from gpu_worker.server.servicer import WorkerServicer
 from gpu_worker.wire import tokenizer
 from gpu_worker.wire._pb import worker_pb2_grpc as pb_grpc
+from gpu_worker.wire.model import tether_description
 
 __all__ = ["SERVICE_NAME", "WorkerServer", "build_engine", "server_options"]
 
@@ -104,6 +105,16 @@ class WorkerServer:
         """Warm the tokenizer, start the engine, serve gRPC and /metrics, report SERVING."""
         await asyncio.to_thread(tokenizer.warm)
         await self.engine.start()
+        describe = getattr(self.engine, "describe", None)
+        self.service.description = (
+            describe()
+            if describe is not None
+            else tether_description(
+                (self.settings.model_name,),
+                engine=self.engine.name,
+                context_length=self.settings.limits.max_prompt_tokens,
+            )
+        )
         server = grpc.aio.server(
             options=server_options(self.settings), maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs
         )

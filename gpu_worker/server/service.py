@@ -35,6 +35,7 @@ from gpu_worker.engines.base import (
 from gpu_worker.server.metrics import WorkerMetrics
 from gpu_worker.wire._pb import worker_pb2 as pb
 from gpu_worker.wire.chain import ChainDigest
+from gpu_worker.wire.model import tether_description
 
 __all__ = ["WorkerService", "closing_iterator"]
 
@@ -90,6 +91,10 @@ class WorkerService:
         self.limits = limits or Limits()
         self.agent = agent or AgentSettings()
         self._clock = clock
+        # What DescribeModel answers; the server sets the engine's own once it has started.
+        self.description = tether_description(
+            ("tether-sim",), engine=engine.name, context_length=self.limits.max_prompt_tokens
+        )
         self.draining = False
         self._active = 0
         self._idle = asyncio.Event()
@@ -117,7 +122,7 @@ class WorkerService:
         """The event stream of one request (raises WorkerError subclasses before or during it)."""
         if self.draining:
             raise Draining("the worker is draining; send this request to another worker")
-        req = validate(request, self.limits)
+        req = validate(request, self.limits, self.description)
         self.agent.from_metadata(req.metadata)  # bad agent metadata fails here, before any work
         digest = None
         if not req.base_len and len(req.tokens) > _HASH_IN_THREAD_TOKENS:
@@ -172,6 +177,7 @@ class WorkerService:
             metadata=req.metadata,
             seed=req.seed,
             temperature=req.temperature,
+            top_p=req.top_p,
             generate=req.generate,
         )
         return _Plan(job, prompt, digest, keyless=not req.cache_key)

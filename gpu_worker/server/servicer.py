@@ -17,6 +17,7 @@ from gpu_worker.server.metrics import WorkerMetrics
 from gpu_worker.server.service import WorkerService, closing_iterator
 from gpu_worker.wire._pb import worker_pb2 as pb
 from gpu_worker.wire._pb import worker_pb2_grpc as pb_grpc
+from gpu_worker.wire.model import description_to_pb
 
 __all__ = ["WorkerServicer", "work_request_of"]
 
@@ -45,6 +46,8 @@ def work_request_of(msg: pb.GenerateRequest) -> WorkRequest:
         seed=msg.seed,
         temperature=msg.temperature,
         generate=msg.generate,
+        tokenizer_fingerprint=msg.tokenizer_fingerprint,
+        top_p=msg.top_p,
     )
 
 
@@ -83,6 +86,13 @@ class WorkerServicer(pb_grpc.WorkerServicer):
             await context.abort(status.code, status.details, status.trailing_metadata)
         finally:
             self._metrics.generate_total.labels(code=code).inc()
+
+    async def DescribeModel(
+        self, request: pb.DescribeModelRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ModelDescription:
+        """What this worker serves (gpu_worker/wire/model.py)."""
+        message: pb.ModelDescription = description_to_pb(self._service.description)
+        return message
 
     async def DropSession(
         self, request: pb.DropSessionRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -13,12 +13,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from hashlib import sha256
+from typing import Any
 
 __all__ = [
     "CHAT_FORMATS",
     "TOKENIZER_KINDS",
     "TOOL_CALL_FORMATS",
     "ModelDescription",
+    "description_from_pb",
+    "description_to_pb",
+    "tether_description",
     "tokenizer_fingerprint",
 ]
 
@@ -83,3 +87,65 @@ class ModelDescription:
     def name(self) -> str:
         """The canonical model name."""
         return self.names[0]
+
+
+def tether_description(names: tuple[str, ...], *, engine: str, context_length: int) -> ModelDescription:
+    """Tether's own format on o200k ids: what the `sim` engine and dummy weights serve."""
+    from gpu_worker.wire.tokenizer import VOCAB_SIZE, Special
+
+    return ModelDescription(
+        names=names,
+        engine=engine,
+        tokenizer_kind="o200k",
+        tokenizer_json="",
+        chat_format="tether",
+        tool_call_format="tether",
+        vocab_size=VOCAB_SIZE,
+        context_length=context_length,
+        stop_token_ids=(int(Special.END),),
+        special_token_ids=tuple(int(s) for s in Special),
+    )
+
+
+def description_to_pb(description: ModelDescription) -> Any:
+    """The wire message (gpu_worker/proto/worker.proto ModelDescription)."""
+    from gpu_worker.wire._pb import worker_pb2 as pb
+
+    return pb.ModelDescription(
+        names=list(description.names),
+        engine=description.engine,
+        tokenizer_kind=description.tokenizer_kind,
+        tokenizer_json=description.tokenizer_json,
+        tokenizer_fingerprint=description.fingerprint,
+        chat_format=description.chat_format,
+        chat_template=description.chat_template,
+        chat_options=dict(description.chat_options),
+        bos_token_id=description.bos_token_id,
+        stop_token_ids=list(description.stop_token_ids),
+        special_token_ids=list(description.special_token_ids),
+        vocab_size=description.vocab_size,
+        context_length=description.context_length,
+        tool_call_format=description.tool_call_format,
+        vision=description.vision,
+    )
+
+
+def description_from_pb(message: Any) -> ModelDescription:
+    """Read the wire message back; ValueError when it is not a valid description."""
+    return ModelDescription(
+        names=tuple(message.names),
+        engine=message.engine,
+        tokenizer_kind=message.tokenizer_kind,
+        tokenizer_json=message.tokenizer_json,
+        fingerprint=message.tokenizer_fingerprint,
+        chat_format=message.chat_format,
+        chat_template=message.chat_template,
+        chat_options=dict(message.chat_options),
+        bos_token_id=message.bos_token_id,
+        stop_token_ids=tuple(message.stop_token_ids),
+        special_token_ids=tuple(message.special_token_ids),
+        vocab_size=message.vocab_size,
+        context_length=message.context_length,
+        tool_call_format=message.tool_call_format,
+        vision=message.vision,
+    )
