@@ -53,6 +53,7 @@ class GenerationJob:
     metadata: Mapping[str, str] = field(default_factory=dict)
     seed: int = 0
     temperature: float = 0.0
+    top_p: float = 1.0
     generate: bool = True
 
     @property
