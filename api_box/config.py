@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
-from api_box.core.protocol import Limits
+from api_box.core.protocol import HOSTED_TOOL_POLICIES, Limits
 
 ENV_PREFIX = "TETHER_BOX_"
 _MIB = 1024 * 1024
@@ -42,6 +42,7 @@ class Settings:
     max_json_depth: int = 32
     max_items: int = 4096
     max_tools: int = 128
+    hosted_tools: str = "omit"  # tools the box cannot run (web_search, ...): omit (say so) | reject (400)
     max_chain_tokens: int = 1_048_576
     max_queued_creates: int = 64  # per WebSocket connection, across its lanes
     ws_max_in_flight: int = 16  # responses running at once on one connection (different stream_id lanes)
@@ -83,6 +84,7 @@ class Settings:
             "max_json_depth": self.max_json_depth >= 4,
             "max_items": self.max_items >= 1,
             "max_tools": self.max_tools >= 0,
+            "hosted_tools": self.hosted_tools in HOSTED_TOOL_POLICIES,
             "max_chain_tokens": self.max_chain_tokens >= 16,
             "max_queued_creates": self.max_queued_creates >= 0,
             "ws_max_in_flight": self.ws_max_in_flight >= 1,
@@ -115,7 +117,12 @@ class Settings:
     @property
     def limits(self) -> Limits:
         """Parser limits derived from these settings."""
-        return Limits(max_json_depth=self.max_json_depth, max_items=self.max_items, max_tools=self.max_tools)
+        return Limits(
+            max_json_depth=self.max_json_depth,
+            max_items=self.max_items,
+            max_tools=self.max_tools,
+            hosted_tools=self.hosted_tools,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

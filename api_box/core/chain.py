@@ -63,9 +63,9 @@ def render_item(item: InputItem) -> list[int]:
             return chat.render_message(item.role, item.text)
         return _framed(chat.render_message(item.role, "")[0], item.text)
     if isinstance(item, FunctionCallItem):
-        if len(item.arguments) <= _PIECE_CHARS and len(item.name) <= _PIECE_CHARS:
-            return chat.render_function_call(item.name, item.arguments)
-        return [Special.CALL, *encode_text(item.name), *_framed(Special.ARGS, item.arguments)]
+        if len(item.arguments) <= _PIECE_CHARS and len(item.model_name) <= _PIECE_CHARS:
+            return chat.render_function_call(item.model_name, item.arguments)
+        return [Special.CALL, *encode_text(item.model_name), *_framed(Special.ARGS, item.arguments)]
     if len(item.output) <= _PIECE_CHARS:
         return chat.render_function_call_output(item.output)
     return _framed(Special.TOOL_OUTPUT, item.output)
@@ -82,7 +82,8 @@ def render_items(items: Iterable[InputItem]) -> list[int]:
 def tool_dicts(tools: Sequence[FunctionTool]) -> list[dict[str, object]]:
     """Tools in the shape chat.render_tools expects."""
     return [
-        {"name": t.name, "description": t.description or "", "parameters": t.parameters or {}} for t in tools
+        {"name": t.model_name, "description": t.description or "", "parameters": t.parameters or {}}
+        for t in tools
     ]
 
 

@@ -9,21 +9,27 @@ end of generation) into the Responses streaming events, in the order OpenAI emit
         → response.output_text.done → response.content_part.done → response.output_item.done
       → response.output_item.added (function_call) → response.function_call_arguments.delta ×N
         → response.function_call_arguments.done → response.output_item.done
+      → response.output_item.added (custom_tool_call) → response.custom_tool_call_input.delta ×N
+        → response.custom_tool_call_input.done → response.output_item.done
     → response.completed | response.incomplete (max_output_tokens) | response.failed
 
 The same event objects go out as WebSocket text frames and as SSE `data:` lines. `sequence_number` starts at
 0 for every response (protocol.md §7). A warm-up (`generate: false`) is `response.created` then
 `response.completed` with no output and zero usage (protocol.md §7).
+
+The worker names a call by the tool's `model_name`; the item carries the tool's own name, its `namespace`
+for a namespaced function (as the API returns it), and is a `custom_tool_call` with `input` for a custom
+tool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from api_box.core.errors import BoxError
-from api_box.core.protocol import CreateRequest
+from api_box.core.protocol import CreateRequest, FunctionCallItem, FunctionTool, call_item_json
 
 Event = dict[str, Any]
 NewId = Callable[[str], str]  # prefix ("msg", "fc") -> a fresh id such as "msg_3f2a..."
@@ -53,7 +59,7 @@ class Usage:
 
 def response_template(request: CreateRequest, *, response_id: str, created_at: int) -> dict[str, Any]:
     """The ResponseResource of a new response (status in_progress, no output, no usage)."""
-    return {
+    template: dict[str, Any] = {
         "id": response_id,
         "object": "response",
         "created_at": created_at,
@@ -64,21 +70,24 @@ def response_template(request: CreateRequest, *, response_id: str, created_at: i
         "incomplete_details": None,
         "instructions": request.instructions,
         "max_output_tokens": request.max_output_tokens,
-        "max_tool_calls": None,
+        "max_tool_calls": request.max_tool_calls,
         "model": request.model,
         "output": [],
         "parallel_tool_calls": request.parallel_tool_calls,
         "previous_response_id": request.previous_response_id,
         "prompt_cache_key": request.prompt_cache_key,
-        "reasoning": {"effort": None, "summary": None},
+        "reasoning": dict(request.reasoning or {"effort": None, "summary": None}),
         "safety_identifier": request.safety_identifier,
         "service_tier": "default",
         "store": request.store,
         "temperature": _DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
-        "text": {"format": {"type": "text"}, "verbosity": "medium"},
+        "text": {
+            "format": dict(request.text_format or {"type": "text"}),
+            "verbosity": request.verbosity or "medium",
+        },
         "tool_choice": request.tool_choice_json(),
-        "tools": [tool.to_json() for tool in request.tools],
-        "top_logprobs": 0,
+        "tools": request.tools_json(),
+        "top_logprobs": request.top_logprobs,
         "top_p": _DEFAULT_TOP_P if request.top_p is None else request.top_p,
         "presence_penalty": 0.0,
         "frequency_penalty": 0.0,
@@ -87,6 +96,9 @@ def response_template(request: CreateRequest, *, response_id: str, created_at: i
         "user": request.user,
         "metadata": dict(request.metadata),
     }
+    if request.warnings:  # what the request asked for that Tether did not do (docs/protocol.md)
+        template["warnings"] = [warning.to_json() for warning in request.warnings]
+    return template
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,25 +112,25 @@ class FunctionCall:
 
 
 class _OpenItem:
-    """The output item being streamed (a message or a function call)."""
+    """The output item being streamed (a message, or a tool call: `call` with empty arguments)."""
 
-    __slots__ = ("call_id", "index", "item_id", "kind", "name", "parts")
+    __slots__ = ("call", "index", "item_id", "kind", "parts")
 
-    def __init__(self, kind: str, item_id: str, index: int, call_id: str = "", name: str = "") -> None:
-        self.kind = kind
+    def __init__(self, kind: str, item_id: str, index: int, call: FunctionCallItem | None = None) -> None:
+        self.kind = kind  # message | function_call | custom_tool_call
         self.item_id = item_id
         self.index = index
-        self.call_id = call_id
-        self.name = name
+        self.call = call
         self.parts: list[str] = []
 
 
 class ResponseEvents:
     """Builds the events of one response in order; the shell serializes and sends them."""
 
-    def __init__(self, template: dict[str, Any], new_id: NewId) -> None:
+    def __init__(self, template: dict[str, Any], new_id: NewId, tools: Sequence[FunctionTool] = ()) -> None:
         self._template = template
         self._new_id = new_id
+        self._tools = {tool.model_name: tool for tool in tools}
         self._seq = 0
         self._output: list[dict[str, Any]] = []
         self._open: _OpenItem | None = None
@@ -159,9 +171,16 @@ class ResponseEvents:
         return events
 
     def call_start(self, call_id: str, name: str) -> list[Event]:
-        """The model starts a function call: a new function_call output item."""
+        """The model starts a call of the tool it sees as `name`: a new function_call (or custom_tool_call)
+        output item."""
         events = self._close_open("completed")
-        item = _OpenItem("function_call", self._new_id("fc"), len(self._output), call_id, name)
+        tool = self._tools.get(name)
+        call = FunctionCallItem(call_id, name, "")  # a tool the request did not offer: a plain function call
+        if tool is not None:
+            call = FunctionCallItem(call_id, tool.name, "", namespace=tool.namespace, kind=tool.kind)
+        custom = call.kind == "custom"
+        kind, prefix = ("custom_tool_call", "ctc") if custom else ("function_call", "fc")
+        item = _OpenItem(kind, self._new_id(prefix), len(self._output), call)
         self._open = item
         self._output.append(self._call_item(item, "in_progress"))
         events.append(
@@ -170,18 +189,15 @@ class ResponseEvents:
         return events
 
     def call_arguments(self, delta: str) -> list[Event]:
-        """A delta of the open function call's arguments (ignored when no call is open)."""
+        """A delta of the open call's arguments, or of a custom tool call's input (ignored when no call is
+        open)."""
         item = self._open
-        if item is None or item.kind != "function_call":
+        if item is None or item.call is None:
             return []
         item.parts.append(delta)
+        kind = "custom_tool_call_input" if item.kind == "custom_tool_call" else "function_call_arguments"
         return [
-            self._event(
-                "response.function_call_arguments.delta",
-                item_id=item.item_id,
-                output_index=item.index,
-                delta=delta,
-            )
+            self._event(f"response.{kind}.delta", item_id=item.item_id, output_index=item.index, delta=delta)
         ]
 
     def finish(self, usage: Usage, *, finish_reason: str, completed_at: int) -> list[Event]:
@@ -267,16 +283,16 @@ class ResponseEvents:
                 self._event("response.content_part.done", **ids, part=_text_part(text)),
             ]
         else:
-            self.function_calls.append(FunctionCall(item.item_id, item.call_id, item.name, text))
-            events = [
-                self._event(
-                    "response.function_call_arguments.done",
-                    item_id=item.item_id,
-                    output_index=item.index,
-                    name=item.name,
-                    arguments=text,
-                )
-            ]
+            assert item.call is not None
+            self.function_calls.append(FunctionCall(item.item_id, item.call.call_id, item.call.name, text))
+            ids = {"item_id": item.item_id, "output_index": item.index}
+            if item.kind == "custom_tool_call":
+                events = [self._event("response.custom_tool_call_input.done", **ids, input=text)]
+            else:
+                name = item.call.name
+                events = [
+                    self._event("response.function_call_arguments.done", **ids, name=name, arguments=text)
+                ]
         events.append(self._event("response.output_item.done", output_index=item.index, item=final))
         return events
 
@@ -293,14 +309,8 @@ class ResponseEvents:
 
     @staticmethod
     def _call_item(item: _OpenItem, status: str) -> dict[str, Any]:
-        return {
-            "id": item.item_id,
-            "type": "function_call",
-            "status": status,
-            "call_id": item.call_id,
-            "name": item.name,
-            "arguments": "".join(item.parts),
-        }
+        assert item.call is not None
+        return call_item_json(replace(item.call, arguments="".join(item.parts)), item.item_id, status)
 
 
 def _text_part(text: str) -> dict[str, Any]:

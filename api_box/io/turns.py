@@ -225,7 +225,7 @@ class TurnRunner:
 
     async def _respond(self, turn: _Turn) -> TurnResult:
         template = response_template(turn.create, response_id=turn.response_id, created_at=int(self.wall()))
-        events = ResponseEvents(template, new_id)
+        events = ResponseEvents(template, new_id, turn.create.tools)
         try:
             done = await self._stream(turn, self._request(turn), events)
         except BaseException as exc:
@@ -261,7 +261,7 @@ class TurnRunner:
         specs = self._tool_specs.get(header.key)
         if specs is None:
             specs = tuple(
-                ToolSpec(t.name, t.description or "", orjson.dumps(t.parameters or {}).decode())
+                ToolSpec(t.model_name, t.description or "", orjson.dumps(t.parameters or {}).decode())
                 for t in create.tools
             )
             if len(self._tool_specs) >= 256:
@@ -395,7 +395,7 @@ class TurnRunner:
 
 def _item_prefix(item: object) -> str:
     if isinstance(item, FunctionCallItem):
-        return "fc"
+        return "ctc" if item.kind == "custom" else "fc"
     if isinstance(item, FunctionCallOutputItem):
-        return "fco"
+        return "ctco" if item.kind == "custom" else "fco"
     return "msg"

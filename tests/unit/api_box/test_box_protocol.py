@@ -133,7 +133,7 @@ def test_null_previous_response_id_starts_a_new_chain() -> None:
         (ws(model=3), errors.InvalidType, "model"),
         (ws(input=3), errors.InvalidType, "input"),
         (ws(input=[3]), errors.InvalidType, "input[0]"),
-        (ws(input=[{"type": "reasoning", "summary": []}]), errors.UnsupportedParameter, "input[0].type"),
+        (ws(input=[{"type": "web_search_call", "id": "ws_1"}]), errors.UnsupportedParameter, "input[0].type"),
         (ws(input=[{"content": "no type"}]), errors.MissingParameter, "input[0].type"),
         (ws(input=[{"role": "robot", "content": "x"}]), errors.InvalidValue, "input[0].role"),
         (ws(input=[{"role": "user"}]), errors.MissingParameter, "input[0].content"),
@@ -153,7 +153,83 @@ def test_null_previous_response_id_starts_a_new_chain() -> None:
             "input[0].output",
         ),
         (ws(tools={}), errors.InvalidType, "tools"),
-        (ws(tools=[{"type": "web_search"}]), errors.UnsupportedParameter, "tools[0].type"),
+        (ws(tools=[{"name": "f"}]), errors.MissingParameter, "tools[0].type"),
+        (ws(tools=[{"type": 7}]), errors.InvalidValue, "tools[0].type"),
+        (ws(tools=[{"type": "namespace", "name": "ns"}]), errors.MissingParameter, "tools[0].tools"),
+        (
+            ws(tools=[{"type": "namespace", "name": "ns", "tools": [{"type": "web_search"}]}]),
+            errors.InvalidValue,
+            "tools[0].tools[0].type",
+        ),
+        (
+            ws(
+                tools=[
+                    {"type": "namespace", "name": "n" * 40, "tools": [{"type": "function", "name": "f" * 30}]}
+                ]
+            ),
+            errors.InvalidValue,
+            "tools[0].tools[0].name",
+        ),
+        (
+            ws(tools=[{"type": "custom", "name": "c", "format": {"type": "json"}}]),
+            errors.InvalidValue,
+            "tools[0].format.type",
+        ),
+        (
+            ws(
+                tools=[
+                    {
+                        "type": "custom",
+                        "name": "c",
+                        "format": {"type": "grammar", "syntax": "ebnf", "definition": "x"},
+                    }
+                ]
+            ),
+            errors.InvalidValue,
+            "tools[0].format.syntax",
+        ),
+        (
+            ws(tools=[{"type": "custom", "name": "c", "format": {"type": "grammar", "syntax": "lark"}}]),
+            errors.MissingParameter,
+            "tools[0].format.definition",
+        ),
+        (
+            ws(
+                tools=[
+                    {"type": "namespace", "name": "m", "tools": [{"type": "function", "name": "a"}]},
+                    {"type": "namespace", "name": "n", "tools": [{"type": "function", "name": "a"}]},
+                ],
+                tool_choice={"type": "function", "name": "a"},
+            ),
+            errors.InvalidValue,
+            "tool_choice.name",
+        ),
+        (
+            ws(tools=[{"type": "function", "name": "a"}], tool_choice={"type": "custom", "name": "a"}),
+            errors.InvalidValue,
+            "tool_choice.name",
+        ),
+        (
+            ws(tool_choice={"type": "allowed_tools", "mode": "sometimes", "tools": []}),
+            errors.InvalidValue,
+            "tool_choice.mode",
+        ),
+        (ws(text={"format": {"type": "xml"}}), errors.InvalidValue, "text.format.type"),
+        (
+            ws(text={"format": {"type": "json_schema", "schema": {}}}),
+            errors.MissingParameter,
+            "text.format.name",
+        ),
+        (ws(text={"format": {"type": "json_schema", "name": "n"}}), errors.InvalidType, "text.format.schema"),
+        (ws(text="plain"), errors.InvalidType, "text"),
+        (ws(reasoning="high"), errors.InvalidType, "reasoning"),
+        (ws(include="reasoning.encrypted_content"), errors.InvalidType, "include"),
+        (ws(client_metadata=[]), errors.InvalidType, "client_metadata"),
+        (ws(prompt={"id": "pmpt_1"}), errors.UnsupportedParameter, "prompt"),
+        (ws(prompt_cache_options={"ttl": "1h"}), errors.InvalidValue, "prompt_cache_options.ttl"),
+        (ws(prompt_cache_options={"mode": "always"}), errors.InvalidValue, "prompt_cache_options.mode"),
+        (ws(top_logprobs=21), errors.InvalidValue, "top_logprobs"),
+        (ws(max_tool_calls="3"), errors.InvalidType, "max_tool_calls"),
         (ws(tools=[{"type": "function", "name": "bad name"}]), errors.InvalidValue, "tools[0].name"),
         (ws(tools=[{"type": "function"}]), errors.MissingParameter, "tools[0].name"),
         (
