@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from router.config import Settings
 from router.core.membership import parse_host_port
 from router.io.admin import build_admin_app
+from router.io.clock import Clock
 from router.io.router import Router
 from router.io.sources import DnsSource, KubernetesSource, MembershipSource, StaticSource
 
@@ -78,11 +79,16 @@ class RunningRouter:
 
 
 async def start_router(
-    settings: Settings, *, registry: CollectorRegistry | None = None, source: MembershipSource | None = None
+    settings: Settings,
+    *,
+    registry: CollectorRegistry | None = None,
+    source: MembershipSource | None = None,
+    clock: Clock | None = None,
 ) -> RunningRouter:
     """Start listening, the membership source and the admin server. With a static list the first ring is
-    in place before this returns, so the first connection is routed."""
-    router = Router(settings, registry if registry is not None else CollectorRegistry())
+    in place before this returns, so the first connection is routed. `clock`: the event loop unless given
+    (tests pass a fake one to move the router's deadlines by hand)."""
+    router = Router(settings, registry if registry is not None else CollectorRegistry(), clock)
     host, port = await router.start()
     membership = source if source is not None else build_source(settings)
     source_task = asyncio.get_running_loop().create_task(

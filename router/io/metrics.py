@@ -33,9 +33,12 @@ _KEY_SOURCES: tuple[KeySource, ...] = ("header", "query", "none")
 class CountsBytes(Protocol):
     """A live connection as the byte collector sees it."""
 
-    mode: Mode | None
     c2s: int
     s2c: int
+
+    @property
+    def mode(self) -> Mode | None:
+        """`ws` or `http` once known."""
 
 
 class ByteTotals:

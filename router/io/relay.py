@@ -1,199 +1,227 @@
 """The data path: asyncio Protocols that read one request head, then splice raw bytes both ways.
 
-`ClientConnection` buffers the head (bounded by size and time), hands it to the Router for a routing
-decision and an upstream connect, then forwards every chunk as it arrives: no frame parsing, one
-`transport.write` per chunk. Backpressure is flow control of the transports themselves: when one side's
-write buffer passes its high-water mark, reading from the other side pauses until it drains, so a
-connection holds at most about two write buffers (64 KiB each by default) however fast either peer is.
+`ClientConnection` is the shell of one connection whose state and deadlines live in its core
+(`router/core/connection.py`): it feeds the core what happens (bytes before the relay, EOFs, lost
+transports, full and drained write buffers, its one timer firing) and performs what the core answers. While
+relaying, every chunk is forwarded as it arrives (no frame parsing, one `transport.write` per chunk) and
+counted in plain ints; the core hears nothing from that hot path.
+
+Backpressure is flow control of the transports themselves: when one side's write buffer passes its
+high-water mark, reading from the other side pauses until it drains, so a connection holds at most about two
+write buffers (64 KiB each by default) however fast either peer is.
 
 Closing: an EOF from either side is passed on as a half-close (`write_eof`); once both directions ended,
 or when either side's connection is lost, both transports close (buffered bytes are still flushed). A
 client that does not read cannot hold its slot and its buffered bytes forever: one whose write buffer
 stays above its high-water mark for `send_timeout` seconds is dropped, and so is one that has not taken
-what the box sent before it went away within that time.
+what the box sent before it went away within that time; a connection that moved no byte for
+`idle_timeout` is closed.
+
+The connection's owner (the Router) is reached through `Owner`: this module imports nothing of it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
-from router.core.errors import BadHead, HeadTimeout, HeadTooLarge
-from router.core.head import Mode, find_head_end, parse_head
+from router.core.connection import Connection, Do, HeadRead, Limits, Reject, State
+from router.core.errors import RouterError
+from router.core.head import Mode, RequestHead
+from router.io.clock import Clock, Timer
 from router.io.errors import error_response
 
-if TYPE_CHECKING:
-    from router.io.router import Router
-
-__all__ = ["ClientConnection", "UpstreamConnection"]
+__all__ = ["ClientConnection", "Owner", "UpstreamConnection"]
 
 _LOG = logging.getLogger("router.relay")
-LINGER_SECONDS = 2.0  # how long a rejected connection is drained before it is closed
-LINGER_BYTES = 1 << 20  # ... or until this much was dropped
+_ACCESS_LOG = logging.getLogger("router.access")
 
 
-class State(enum.Enum):
-    """Where a client connection is in its life."""
+class Owner(Protocol):
+    """What a connection needs from the router that accepted it."""
 
-    HEAD = "head"  # reading the request head
-    CONNECTING = "connecting"  # head parsed, reading paused, connecting to a box
-    RELAY = "relay"  # splicing bytes
-    LINGER = "linger"  # an error response was sent; reading and dropping until the client closes
-    CLOSED = "closed"
+    clock: Clock
+    limits: Limits
+
+    def accepted(self, conn: ClientConnection) -> RouterError | None:
+        """Track a new connection; the error to refuse it with, or None."""
+
+    def route(self, conn: ClientConnection, head: RequestHead, raw: bytes) -> None:
+        """Pick a box and connect; then `start_relay` or `reject`."""
+
+    def rejected(self, conn: ClientConnection, reason: str, exc: BaseException) -> None:
+        """Count a connection answered with an error response."""
+
+    def closed(self, conn: ClientConnection, was_relaying: bool) -> None:
+        """Untrack a connection whose client side is gone."""
 
 
 class ClientConnection(asyncio.Protocol):
-    """One accepted client connection."""
+    """One accepted client connection: the shell of a `Connection` core."""
 
     __slots__ = (
-        "_buffer",
-        "_client_eof",
-        "_finished",
-        "_router",
-        "_searched",
-        "_stall",
+        "_clock",
+        "_core",
+        "_owner",
+        "_sink",
         "_timer",
-        "_upstream_eof",
-        "active",
+        "_timer_at",
         "c2s",
         "member",
-        "mode",
         "s2c",
-        "state",
         "transport",
         "upstream",
     )
 
-    def __init__(self, router: Router) -> None:
-        self._router = router
-        self._buffer = bytearray()
-        self._searched = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self._stall: asyncio.TimerHandle | None = None  # armed while the client is not taking bytes
-        self._client_eof = False
-        self._upstream_eof = False
-        self._finished = False
-        self.state = State.HEAD
+    def __init__(self, owner: Owner) -> None:
+        self._owner = owner
+        self._clock = owner.clock
+        self._core: Connection | None = None  # made when the connection is accepted
+        self._timer: Timer | None = None  # armed at `_timer_at`, never later than the core's deadline
+        self._timer_at = 0.0
+        self._sink: asyncio.Transport | None = None  # the upstream while client bytes are relayed to it
         self.transport: asyncio.Transport | None = None
         self.upstream: asyncio.Transport | None = None
-        self.mode: Mode | None = None
         self.member: str | None = None
         self.c2s = 0
         self.s2c = 0
-        self.active = True  # set on every chunk; the idle sweeper clears it
+
+    @property
+    def core(self) -> Connection:
+        """The connection's state and deadlines (read it; only this shell feeds it)."""
+        assert self._core is not None, "the connection was not accepted yet"
+        return self._core
+
+    @property
+    def mode(self) -> Mode | None:
+        """`ws` or `http` once the head was read."""
+        return None if self._core is None else self._core.mode
+
+    @property
+    def connecting(self) -> bool:
+        """Whether the connection waits for a box (its head was read, no box accepted yet)."""
+        return self._core is not None and self._core.state is State.CONNECTING
 
     # ------------------------------------------------------------------ client side callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
-        refusal = self._router.accepted(self)
+        self._core = Connection(self._owner.limits, self._clock.time())
+        refusal = self._owner.accepted(self)
         if refusal is not None:
             self.reject(refusal)
             return
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self._router.settings.head_timeout, self._head_timed_out)
+        self._arm()
 
     def data_received(self, data: bytes) -> None:
-        if self.state is State.RELAY:
+        sink = self._sink
+        if sink is not None:  # the hot path: relaying
             self.c2s += len(data)
-            self.active = True
-            self.upstream.write(data)  # type: ignore[union-attr]  # set whenever state is RELAY
-        elif self.state is State.HEAD:
-            self._head_data(data)
-        elif self.state is State.CONNECTING:
-            self._buffer += data  # at most one chunk: reading is paused while connecting
-        elif self.state is State.LINGER:
-            self._searched += len(data)
-            if self._searched > LINGER_BYTES and self.transport is not None:
-                self.transport.close()
+            sink.write(data)
+            return
+        try:
+            outcome = self.core.receive(data)
+        except Exception as exc:  # a bug in the core: answer 500, never leave the connection hanging
+            self.reject(exc)
+            return
+        if isinstance(outcome, HeadRead):
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self._owner.route(self, outcome.head, outcome.raw)
+        else:
+            self._perform(outcome)
 
     def eof_received(self) -> bool:
-        if self.state is not State.RELAY or self.upstream is None:
-            return False  # the client gave up before relaying started: close
-        self._client_eof = True
-        if self._upstream_eof:
-            self.close()
-        elif self.upstream.can_write_eof():
+        action = self.core.client_eof()
+        if action is Do.PASS_EOF and self.upstream is not None and self.upstream.can_write_eof():
             self.upstream.write_eof()
+        elif action is Do.CLOSE:
+            self.close()
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._finish()
+        core = self._core
+        if core is None or core.state is State.CLOSED:
+            return
+        was_relaying = core.finish()
+        self._sink = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.upstream is not None:
+            self.upstream.close()
+        self._owner.closed(self, was_relaying)
+        # Break the protocol <-> transport cycles now, so a closed connection is freed by reference counting
+        # instead of waiting for (and lengthening) a garbage-collector pass.
+        self.transport = self.upstream = None
 
     def pause_writing(self) -> None:  # the client reads slower than the box writes
         if self.upstream is not None:
             self.upstream.pause_reading()
-        if self._stall is None:  # the client must take some of it within send_timeout
-            timeout = self._router.settings.send_timeout
-            self._stall = asyncio.get_running_loop().call_later(timeout, self._stalled)
+        core = self.core
+        if not core.stalled:
+            core.client_paused(self._clock.time())
+            self._arm()
 
     def resume_writing(self) -> None:
-        self._cancel_stall()
-        if self.upstream is not None and self.state is State.RELAY:
+        if self.core.client_resumed() and self.upstream is not None:
             self.upstream.resume_reading()
 
-    def _stalled(self) -> None:
-        self._stall = None
-        _LOG.info("a client took no bytes for %.0f s; dropping it", self._router.settings.send_timeout)
-        self.abort()
-
-    def _cancel_stall(self) -> None:
-        if self._stall is not None:
-            self._stall.cancel()
-            self._stall = None
-
-    # ------------------------------------------------------------------ head
-    def _head_data(self, data: bytes) -> None:
-        self._buffer += data
-        limit = self._router.settings.max_head_bytes
-        end = find_head_end(self._buffer, self._searched)
-        if end > limit or (end < 0 and len(self._buffer) > limit):
-            self.reject(HeadTooLarge(f"the request head exceeds {limit} bytes"))
+    # ------------------------------------------------------------------ the one timer
+    def _arm(self) -> None:
+        """Make sure the timer fires no later than the core's deadline. A timer armed earlier is kept (it
+        finds nothing due, then re-arms), so a deadline cleared by the core costs no cancel."""
+        deadline = self.core.deadline
+        if deadline is None or (self._timer is not None and self._timer_at <= deadline):
             return
-        if end < 0:
-            self._searched = len(self._buffer)
-            return
-        raw, rest = bytes(self._buffer[:end]), bytes(self._buffer[end:])
-        self._buffer = bytearray()
-        try:
-            head = parse_head(raw)
-        except BadHead as exc:
-            self.reject(exc)
-            return
-        self._cancel_timer()
-        self.state = State.CONNECTING
-        assert self.transport is not None
-        self.transport.pause_reading()
-        self._router.route(self, head, raw, rest)
-
-    def _head_timed_out(self) -> None:
-        self._timer = None
-        if self.state is State.HEAD:
-            self.reject(
-                HeadTimeout(f"no complete request head within {self._router.settings.head_timeout} s")
-            )
-
-    def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+        self._timer_at = deadline
+        self._timer = self._clock.call_at(deadline, self._expired)
 
-    def pending(self) -> bytes:
-        """Bytes that arrived after the head while connecting (forwarded right after it)."""
-        data, self._buffer = bytes(self._buffer), bytearray()
-        return data
+    def _expired(self) -> None:
+        self._timer = None
+        core = self.core
+        # The clock runs a timer once its time came; a loop whose clock is coarser than the deadline may
+        # read a hair earlier. It is the armed time at least.
+        now = max(self._clock.time(), self._timer_at)
+        while core.state is not State.CLOSED:
+            deadline = core.deadline
+            if deadline is None or deadline > now:
+                break
+            self._perform(core.on_timer(now, self.c2s + self.s2c))
+        if core.state is not State.CLOSED:
+            self._arm()
+
+    def _perform(self, action: Do | Reject) -> None:
+        if isinstance(action, Reject):
+            self.reject(action.error)
+        elif action is Do.NOTHING:
+            pass
+        elif action is Do.CLOSE:
+            self.close()
+        elif action is Do.CLOSE_IDLE:
+            _ACCESS_LOG.debug("closing a connection idle for %.0f s", self._owner.limits.idle_timeout)
+            self.close()
+        elif action is Do.ABORT_STALLED:
+            _LOG.info("a client took no bytes for %.0f s; dropping it", self._owner.limits.send_timeout)
+            self.abort()
+        else:
+            self.abort()
 
     # ------------------------------------------------------------------ router → connection
-    def start_relay(self, upstream: asyncio.Transport, member: str, mode: Mode, first: bytes) -> None:
+    def start_relay(self, upstream: asyncio.Transport, member: str, first: bytes) -> None:
         """The box accepted: forward the head (and anything after it), then splice."""
         assert self.transport is not None
-        self.upstream, self.member, self.mode = upstream, member, mode
-        self.state = State.RELAY
-        first += self.pending()
+        core = self.core
+        core.start_relay(self._clock.time())
+        self.upstream = self._sink = upstream
+        self.member = member
+        first += core.take_early()
         self.transport.resume_reading()  # before writing: the write may pause us again (backpressure)
         self.c2s += len(first)
         upstream.write(first)
+        self._arm()
 
     def reject(self, exc: BaseException) -> None:
         """Answer with an error response, counted under the error's reason, then close lingering: the
@@ -201,31 +229,22 @@ class ClientConnection(asyncio.Protocol):
         Closing at once with unread bytes would make the kernel answer with a reset, which can destroy the
         response before the client reads it (a slowloris or an oversized head is still sending)."""
         transport = self.transport
-        if self.state in (State.CLOSED, State.LINGER) or transport is None:
+        if transport is None or not self.core.reject(self._clock.time()):
             return
         response, reason = error_response(exc)
-        self._router.rejected(self, reason, exc)
-        self.state = State.LINGER
-        self._cancel_timer()
-        self._buffer = bytearray()
-        self._searched = 0  # now counts the bytes dropped while lingering
+        self._owner.rejected(self, reason, exc)
         transport.write(response)
         if not transport.can_write_eof():
             transport.close()
             return
         transport.write_eof()
         transport.resume_reading()
-        self._timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, self._linger_over)
-
-    def _linger_over(self) -> None:
-        self._timer = None
-        if self.transport is not None:
-            self.transport.close()
+        self._arm()
 
     def upstream_eof(self) -> None:
         """The box ended its side (a half-close is passed on to the client)."""
-        self._upstream_eof = True
-        if self._client_eof:
+        action = self.core.upstream_eof()
+        if action is Do.CLOSE:
             self.close()
         elif self.transport is not None and self.transport.can_write_eof():
             self.transport.write_eof()
@@ -236,11 +255,10 @@ class ClientConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
+        self._sink = None  # what the client still sends has nowhere to go
         transport.close()
-        # A fixed deadline, on the connection's timer (unused while relaying): unlike the stall timer, a
-        # partial drain (resume_writing) does not cancel it.
-        self._cancel_timer()
-        self._timer = asyncio.get_running_loop().call_later(self._router.settings.send_timeout, self.abort)
+        self.core.upstream_lost(self._clock.time())
+        self._arm()
 
     def close(self) -> None:
         """Close both sides, flushing what is buffered."""
@@ -250,26 +268,11 @@ class ClientConnection(asyncio.Protocol):
             self.upstream.close()
 
     def abort(self) -> None:
-        """Drop both sides now (shutdown after the drain budget, idle timeout)."""
+        """Drop both sides now (shutdown after the drain budget, a stalled or idle client)."""
         if self.transport is not None:
             self.transport.abort()
         if self.upstream is not None:
             self.upstream.abort()
-
-    def _finish(self) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        was_relaying = self.state is State.RELAY
-        self.state = State.CLOSED
-        self._cancel_timer()
-        self._cancel_stall()
-        if self.upstream is not None:
-            self.upstream.close()
-        self._router.closed(self, was_relaying)
-        # Break the protocol <-> transport cycles now, so a closed connection is freed by reference counting
-        # instead of waiting for (and lengthening) a garbage-collector pass.
-        self.transport = self.upstream = None
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -282,9 +285,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._client_transport = client.transport
 
     def data_received(self, data: bytes) -> None:
-        client = self._client
-        client.s2c += len(data)
-        client.active = True
+        self._client.s2c += len(data)
         if self._client_transport is not None:
             self._client_transport.write(data)
 

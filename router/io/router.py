@@ -2,11 +2,15 @@
 
 Per connection: `accepted` (count, cap) → `route` (pick candidates, connect with a timeout, walk to the ring
 successor on refusal or timeout, 502 when none accepts) → `closed` (fold byte counts, free the load slot).
+A connection's own state and deadlines (head, linger, stall, flush, idle) are its own business
+(`router/io/relay.py` and its core `router/core/connection.py`); the router only tracks, routes and, when
+draining or closing, aborts connections.
 Membership arrives through `set_members` from any source; rings are built in a worker thread (a large ring
 takes a few hundred ms of CPU) and swapped in atomically, newest membership wins.
 
-Owned tasks: connect tasks (one per connection being routed), the membership applier, the prober (re-probes
-members marked down) and the idle sweeper. `close()` cancels all of them.
+Owned tasks: connect tasks (one per connection being routed), the membership applier and the prober
+(re-probes members marked down). `close()` cancels all of them. Time comes from an injected `Clock` (the
+event loop unless a test passes a fake one).
 """
 
 from __future__ import annotations
@@ -21,32 +25,42 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from router.config import Settings
+from router.core.connection import Limits
 from router.core.errors import ConfigError, EmptyRing, NoUpstream, Overloaded, RouterError
 from router.core.hashring import HashRing
-from router.core.head import Mode, RequestHead, close_after_one, key_digest, mode_of, routing_key
+from router.core.head import Mode, RequestHead, close_after_one, key_digest, routing_key
 from router.core.membership import Member, ring_weights
 from router.core.routing import DownList, keyed_candidates, keyless_candidates
+from router.io.clock import Clock, sleep, wait_event
 from router.io.metrics import RouterMetrics
-from router.io.relay import ClientConnection, State, UpstreamConnection
+from router.io.relay import ClientConnection, UpstreamConnection
 
 __all__ = ["Router"]
 
 log = logging.getLogger("router")
 access_log = logging.getLogger("router.access")
-IDLE_SWEEPS = 4  # a connection idle for this many sweeps (idle_timeout / IDLE_SWEEPS apart) is closed
 
 
 class Router:
     """A running router instance (the composition root builds one per process; tests build several)."""
 
-    def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
+    def __init__(self, settings: Settings, registry: CollectorRegistry, clock: Clock | None = None) -> None:
         self.settings = settings
+        self._loop = asyncio.get_running_loop()
+        self.clock: Clock = self._loop if clock is None else clock
+        self.limits = Limits(
+            head_timeout=settings.head_timeout,
+            max_head_bytes=settings.max_head_bytes,
+            send_timeout=settings.send_timeout,
+            idle_timeout=settings.idle_timeout,
+        )
         self.metrics = RouterMetrics(registry, live=lambda: self.connections)
         self.ring = HashRing((), vnodes=settings.vnodes)
         self.members: dict[str, Member] = {}
         self.down = DownList(settings.down_cooldown)
         self.loads: dict[str, int] = {}  # active relayed connections per member
         self.connections: set[ClientConnection] = set()
+        self.refusing: set[ClientConnection] = set()  # refused over the limit, lingering
         self.draining = False
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -56,9 +70,7 @@ class Router:
         self._ring_swapped = asyncio.Event()
         self._all_closed = asyncio.Event()
         self._all_closed.set()
-        self._idle_strikes: dict[ClientConnection, int] = {}
         self._turn = 0
-        self._loop = asyncio.get_running_loop()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> tuple[str, int]:
@@ -72,7 +84,6 @@ class Router:
         )
         self._spawn(self._apply_membership(), "membership")
         self._spawn(self._probe_forever(), "prober")
-        self._spawn(self._sweep_idle_forever(), "idle-sweeper")
         host, port = self._server.sockets[0].getsockname()[:2]
         return str(host), int(port)
 
@@ -94,8 +105,8 @@ class Router:
         await self._all_closed.wait()
 
     def now(self) -> float:
-        """The loop's monotonic clock (what cooldowns are measured in)."""
-        return self._loop.time()
+        """The router's monotonic clock (what cooldowns and deadlines are measured in)."""
+        return self.clock.time()
 
     def ready(self) -> bool:
         """Serving, not draining, with at least one ring member."""
@@ -107,11 +118,9 @@ class Router:
         self.draining = True
         if self._server is not None:
             self._server.close()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(budget):
-                await self._all_closed.wait()
+        await wait_event(self.clock, self._all_closed, budget)
         left = list(self.connections)
-        for conn in left:
+        for conn in [*left, *self.refusing]:
             conn.abort()
         if left:
             log.warning("drain budget of %.1f s spent: dropped %d connections", budget, len(left))
@@ -121,7 +130,7 @@ class Router:
         """Drop every connection and cancel every owned task."""
         if self._server is not None:
             self._server.close()
-        for conn in list(self.connections):
+        for conn in [*self.connections, *self.refusing]:
             conn.abort()
         tasks = list(self._tasks)
         for task in tasks:
@@ -180,8 +189,9 @@ class Router:
 
     # ------------------------------------------------------------------ connections
     def accepted(self, conn: ClientConnection) -> RouterError | None:
-        """Track a new connection; an error to answer with when it must be refused."""
+        """Track a new connection; the error to refuse it with when the router is at its limit."""
         if len(self.connections) >= self.settings.max_connections:
+            self.refusing.add(conn)  # it lingers a moment after its error response
             return Overloaded(f"the router holds its maximum of {self.settings.max_connections} connections")
         self.connections.add(conn)
         self._all_closed.clear()
@@ -198,7 +208,7 @@ class Router:
     def closed(self, conn: ClientConnection, was_relaying: bool) -> None:
         """Untrack a connection that ended; fold its byte counts into the totals."""
         self.connections.discard(conn)
-        self._idle_strikes.pop(conn, None)
+        self.refusing.discard(conn)
         if was_relaying and conn.mode is not None and conn.member is not None:
             self.metrics.bytes.add(conn)
             self.metrics.connections.labels(conn.mode.value).dec()
@@ -210,12 +220,12 @@ class Router:
         if not self.connections:
             self._all_closed.set()
 
-    def route(self, conn: ClientConnection, head: RequestHead, raw: bytes, rest: bytes) -> None:
+    def route(self, conn: ClientConnection, head: RequestHead, raw: bytes) -> None:
         """Start routing a connection whose head was read (called by the connection)."""
-        self._spawn(self._connect(conn, head, raw, rest), "connect")
+        self._spawn(self._connect(conn, head, raw), "connect")
 
     def _candidates(self, key: str | None) -> Iterator[str]:
-        now = self._loop.time()
+        now = self.clock.time()
 
         def is_down(member: str) -> bool:
             return self.down.is_down(member, now)
@@ -225,33 +235,34 @@ class Router:
             return keyless_candidates(self.ring.members, self.loads, is_down, self._turn)
         return keyed_candidates(self.ring, key, is_down, self.loads, self.settings.bounded_load)
 
-    async def _connect(self, conn: ClientConnection, head: RequestHead, raw: bytes, rest: bytes) -> None:
-        mode = mode_of(head)
+    async def _connect(self, conn: ClientConnection, head: RequestHead, raw: bytes) -> None:
+        mode = conn.mode
+        assert mode is not None  # the head was read
         try:
             if not self.ring.members:
                 raise EmptyRing("no API box is known yet")
             key = routing_key(head, self.settings.session_header, self.settings.session_query)
-            first = (raw if mode is Mode.WS else close_after_one(raw)) + rest
+            first = raw if mode is Mode.WS else close_after_one(raw)
             for attempt, name in enumerate(self._candidates(key.key)):
-                if attempt >= self.settings.connect_attempts or conn.state is not State.CONNECTING:
+                if attempt >= self.settings.connect_attempts or not conn.connecting:
                     break
                 transport = await self._open(conn, name)
                 if transport is None:
                     continue
-                if conn.state is not State.CONNECTING:  # the client left while we connected
+                if not conn.connecting:  # the client left while we connected
                     transport.close()
                     return
                 self.loads[name] = self.loads.get(name, 0) + 1
                 self.metrics.connections.labels(mode.value).inc()
                 self.metrics.routed.labels(mode.value, key.source).inc()
-                conn.start_relay(transport, name, mode, first)
+                conn.start_relay(transport, name, first)
                 if access_log.isEnabledFor(logging.DEBUG):
                     digest = key_digest(key.key) if key.key is not None else "-"
                     access_log.debug(
                         "%s %s key=%s -> %s", mode.value, head.target.partition("?")[0], digest, name
                     )
                 return
-            if conn.state is State.CONNECTING:
+            if conn.connecting:
                 raise NoUpstream("no box accepted the connection")
         except Exception as exc:  # RouterErrors answer with their status; anything else is a 500
             conn.reject(exc)
@@ -261,7 +272,7 @@ class Router:
         member = self.members.get(name)
         if member is None:
             return None
-        started = self._loop.time()
+        started = self.clock.time()
         try:
             async with asyncio.timeout(self.settings.connect_timeout):
                 transport, _ = await self._loop.create_connection(
@@ -273,22 +284,23 @@ class Router:
         except OSError as exc:
             self._failed(name, "refused", exc)
             return None
-        self.metrics.connect_seconds.observe(self._loop.time() - started)
+        self.metrics.connect_seconds.observe(self.clock.time() - started)
         if self.down.mark_up(name):
             log.info("box %s accepts connections again", name)
         return transport
 
     def _failed(self, name: str, reason: str, exc: OSError | None = None) -> None:
         self.metrics.upstream_failures.labels(reason).inc()
-        if not self.down.is_down(name, self._loop.time()):
+        now = self.clock.time()
+        if not self.down.is_down(name, now):
             log.warning("box %s: connect %s (%s); trying its ring successor", name, reason, exc or "")
-        self.down.mark_down(name, self._loop.time())
+        self.down.mark_down(name, now)
 
     # ------------------------------------------------------------------ background loops
     async def _probe_forever(self) -> None:
         """Re-probe members marked down: a plain TCP connect; success clears the mark early."""
         while True:
-            await asyncio.sleep(self.settings.probe_interval)
+            await sleep(self.clock, self.settings.probe_interval)
             for name in self.down.marked():
                 member = self.members.get(name)
                 if member is not None and await self._probe(member):
@@ -305,23 +317,3 @@ class Router:
         with contextlib.suppress(OSError):
             await writer.wait_closed()
         return True
-
-    async def _sweep_idle_forever(self) -> None:
-        """Close relayed connections that moved no byte for about `idle_timeout` seconds."""
-        interval = self.settings.idle_timeout / IDLE_SWEEPS
-        while True:
-            await asyncio.sleep(interval)
-            for conn in list(self.connections):
-                if conn.state is not State.RELAY:
-                    continue
-                if conn.active:
-                    conn.active = False
-                    self._idle_strikes.pop(conn, None)
-                    continue
-                strikes = self._idle_strikes.get(conn, 0) + 1
-                self._idle_strikes[conn] = strikes
-                if strikes == IDLE_SWEEPS:
-                    access_log.debug("closing a connection idle for %.0f s", self.settings.idle_timeout)
-                    conn.close()
-                elif strikes > IDLE_SWEEPS:  # the close could not flush (the client does not read): drop it
-                    conn.abort()

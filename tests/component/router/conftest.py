@@ -5,15 +5,19 @@ transports behave differently in corners (they do not even subclass asyncio.Tran
 
 A box answers WebSocket upgrades on GET /v1/responses (echoing each message as `{"box", "echo"}`) and
 POST /v1/responses (answering `{"box", "body_bytes"}`), so a test sees which box a connection reached.
+
+`FakeClock` is the router's time in tests of its deadlines: it moves only when the test advances it, so no
+test waits for a real head, idle, send or drain timeout to pass.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import WSMsgType, web
@@ -100,6 +104,74 @@ def pytest_asyncio_loop_factories(
     return {**factories, "uvloop": uvloop.new_event_loop}
 
 
+@dataclass(order=True)
+class FakeTimer:
+    """A callback scheduled on a FakeClock."""
+
+    when: float
+    seq: int
+    callback: Callable[[], object] = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeClock:
+    """A `router.io.clock.Clock` whose time moves only in `advance` (it starts at 1000.0)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self._timers: list[FakeTimer] = []
+        self._seq = 0
+        self._changed: asyncio.Event | None = None
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[[], object], /) -> FakeTimer:
+        self._seq += 1
+        timer = FakeTimer(when, self._seq, callback)
+        heapq.heappush(self._timers, timer)
+        if self._changed is not None:
+            self._changed.set()
+        return timer
+
+    def pending(self) -> list[float]:
+        """When the live timers are due, earliest first."""
+        return sorted(t.when for t in self._timers if not t.cancelled)
+
+    async def armed(self, when: float, within: float = 5.0) -> None:
+        """Return once a live timer is due at exactly `when` (what the router armed for a deadline it
+        computed from this clock's unmoving `now`)."""
+        async with asyncio.timeout(within):
+            while when not in self.pending():
+                self._changed = asyncio.Event()
+                await self._changed.wait()
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward by `seconds`, running every timer that comes due on the way, in order. After
+        each, the event loop runs what it started (a close, a woken task) before the next one runs."""
+        target = self.now + seconds
+        while self._timers and self._timers[0].when <= target:
+            timer = heapq.heappop(self._timers)
+            if timer.cancelled:
+                continue
+            self.now = max(self.now, timer.when)
+            timer.cancelled = True
+            timer.callback()
+            await asyncio.sleep(0)
+        self.now = target
+        await asyncio.sleep(0)
+
+
+async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    """Return once `predicate()` holds (checked each millisecond); fail after `within` seconds."""
+    async with asyncio.timeout(within):
+        while not predicate():
+            await asyncio.sleep(0.001)
+
+
 StartBoxes = Callable[..., Awaitable[list[Box]]]
 StartRouter = Callable[..., Awaitable[RunningRouter]]
 
@@ -121,11 +193,18 @@ async def boxes() -> AsyncIterator[StartBoxes]:
 async def routers() -> AsyncIterator[StartRouter]:
     started: list[RunningRouter] = []
 
-    async def start(settings: Settings, source: MembershipSource | None = None) -> RunningRouter:
-        running = await start_router(settings, registry=CollectorRegistry(), source=source)
+    async def start(
+        settings: Settings, source: MembershipSource | None = None, clock: FakeClock | None = None
+    ) -> RunningRouter:
+        running = await start_router(settings, registry=CollectorRegistry(), source=source, clock=clock)
         started.append(running)
         return running
 
     yield start
     for running in started:
+        router = running.router
+        for conn in [*router.connections, *router.refusing]:
+            conn.abort()  # a drain on a fake clock would wait for time that never comes
+        async with asyncio.timeout(5):
+            await router.wait_no_connections()
         await running.stop(drain_timeout=0.5)

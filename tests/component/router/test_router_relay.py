@@ -1,4 +1,7 @@
-"""The router in front of in-process boxes: routing, the raw relay, errors, counters, lifecycle."""
+"""The router in front of in-process boxes: routing, the raw relay, errors, counters, lifecycle.
+
+Tests of deadlines (head, idle, send, drain, probe) run the router on a FakeClock and move its time by hand.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import socket
 
 import aiohttp
 import pytest
-from conftest import StartBoxes, StartRouter, free_port, router_settings, start_box
+from conftest import FakeClock, StartBoxes, StartRouter, free_port, router_settings, start_box, until
 from prometheus_client import CollectorRegistry
 
 from router.app import start_router
@@ -199,21 +202,20 @@ async def test_bad_heads_get_a_clear_error(
 async def test_a_slow_head_times_out(boxes: StartBoxes, routers: StartRouter) -> None:
     """Slowloris: a head that trickles in gets 408 when the head timeout runs out, however active it is."""
     started = await boxes(1)
-    running = await routers(router_settings(started[0].spec, head_timeout=0.3))
+    clock = FakeClock()
+    running = await routers(router_settings(started[0].spec, head_timeout=10.0), clock=clock)
     reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
-    writer.write(b"GET / HTTP/1.1\r\n")
-
-    async def drip() -> None:
-        for _ in range(200):
-            await asyncio.sleep(0.02)
-            writer.write(b"X: y\r\n")
-
-    dripping = asyncio.create_task(drip())
     try:
+        writer.write(b"GET / HTTP/1.1\r\n")
+        await clock.armed(clock.time() + 10.0)  # the connection was accepted: its head deadline runs
+        for _ in range(9):
+            await clock.advance(1.0)
+            writer.write(b"X: y\r\n")
+            await writer.drain()
+        await clock.advance(1.0)
         async with asyncio.timeout(5):
             response = await reader.read()
     finally:
-        dripping.cancel()
         writer.close()
     assert response.startswith(b"HTTP/1.1 408 ")
     assert metric(running, "tether_router_rejected_total", reason="head_timeout") == 1
@@ -225,7 +227,8 @@ async def test_refused_box_walks_to_the_ring_successor_and_is_reprobed(
     started = await boxes(2)
     dead_port = free_port()
     spec = ",".join([*(b.spec for b in started), f"box-dead=127.0.0.1:{dead_port}"])
-    running = await routers(router_settings(spec, probe_interval=0.05, down_cooldown=60))
+    clock = FakeClock()
+    running = await routers(router_settings(spec, probe_interval=1.0, down_cooldown=60), clock=clock)
     ring = running.router.ring
     key = next(f"k{i}" for i in range(1000) if ring.lookup(f"k{i}") == "box-dead")
     successor = list(ring.successors(key))[1]
@@ -245,9 +248,8 @@ async def test_refused_box_walks_to_the_ring_successor_and_is_reprobed(
         # the box comes up on its port: the prober clears the mark and the key goes home
         revived = await start_box("box-dead", dead_port)
         try:
-            async with asyncio.timeout(5):
-                while running.router.down.marked():
-                    await asyncio.sleep(0.02)
+            await clock.advance(1.0)  # the prober's turn: it connects (for real) and clears the mark
+            await until(lambda: not running.router.down.marked())
             async with session.post(
                 f"{running.url}/v1/responses", data=b"{}", headers={"X-Session-Id": key}
             ) as r:
@@ -293,12 +295,22 @@ async def test_connections_over_the_limit_are_refused(boxes: StartBoxes, routers
 
 
 async def test_idle_connections_are_closed(boxes: StartBoxes, routers: StartRouter) -> None:
+    """Idle checks every idle_timeout / 4: a connection that moved no byte at four checks in a row is
+    closed; one that talks is not."""
     started = await boxes(1)
-    running = await routers(router_settings(started[0].spec, idle_timeout=0.4))
+    clock = FakeClock()
+    running = await routers(router_settings(started[0].spec, idle_timeout=4.0), clock=clock)
     async with (
         aiohttp.ClientSession(timeout=TIMEOUT) as session,
         session.ws_connect(f"{running.url}/v1/responses", autoping=False) as ws,
     ):
+        for turn in range(6):  # a turn every 3 s keeps it open for 18 s
+            await clock.advance(3.0)
+            await ws.send_str(f"turn {turn}")
+            assert json.loads((await ws.receive(timeout=5)).data)["echo"] == f"turn {turn}"
+        await clock.advance(4.0)  # the check after the last turn saw it move; three quiet checks so far
+        assert len(running.router.connections) == 1
+        await clock.advance(1.0)  # the fourth
         message = await ws.receive(timeout=5)
         assert message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.ERROR)
     async with asyncio.timeout(5):
@@ -307,15 +319,20 @@ async def test_idle_connections_are_closed(boxes: StartBoxes, routers: StartRout
 
 async def test_drain_waits_for_connections_then_drops_the_rest(boxes: StartBoxes) -> None:
     started = await boxes(1)
-    running = await start_router(router_settings(started[0].spec), registry=CollectorRegistry())
+    clock = FakeClock()
+    running = await start_router(router_settings(started[0].spec), registry=CollectorRegistry(), clock=clock)
     async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
         ws = await session.ws_connect(f"{running.url}/v1/responses")
-        stopping = asyncio.create_task(running.stop(drain_timeout=0.3))
-        await asyncio.sleep(0)  # let the stop begin: the drain flips readiness before its first await
+        stopping = asyncio.create_task(running.stop(drain_timeout=30.0))
+        await clock.armed(clock.time() + 30.0)  # the drain budget runs
         assert not running.router.ready()
         await ws.send_str("during the drain")  # open connections keep working while draining
         assert json.loads((await ws.receive(timeout=5)).data)["echo"] == "during the drain"
-        assert await stopping is None
+        await clock.advance(29.0)
+        assert not stopping.done()
+        await clock.advance(1.0)
+        async with asyncio.timeout(5):
+            await stopping
         assert (await ws.receive(timeout=5)).type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
         await ws.close()
     with pytest.raises(ConnectionRefusedError):
@@ -357,19 +374,15 @@ async def test_membership_changes_swap_the_ring(
     assert running.router.ring.members == (members[0].name,)
 
 
-async def _flood_then_close_box(payload: int) -> asyncio.Server:
-    """A box that answers any head with `payload` bytes, then goes away: closed once written, or aborted
-    when the bytes do not drain within a second (what the real box's send watchdog does)."""
+async def _flood_box(payload: int, gone: asyncio.Event) -> asyncio.Server:
+    """A box that answers any head with `payload` bytes and keeps the connection until `gone` is set; then
+    it goes away at once (an abort: what it had not sent is lost)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % payload + b"x" * payload)
-        try:
-            await asyncio.wait_for(writer.drain(), 1.0)
-        except TimeoutError:
-            writer.transport.abort()
-        else:
-            writer.close()
+        await gone.wait()
+        writer.transport.abort()
 
     return await asyncio.start_server(handle, "127.0.0.1", 0)
 
@@ -384,33 +397,54 @@ async def _unread_client(port: int) -> socket.socket:
     return sock
 
 
-async def test_a_client_that_does_not_read_is_dropped_once_its_box_is_gone(
-    routers: StartRouter,
+@pytest.mark.parametrize("box_goes_away", [False, True], ids=["box-stays", "box-gone"])
+async def test_a_client_that_does_not_read_is_dropped_after_the_send_timeout(
+    routers: StartRouter, box_goes_away: bool
 ) -> None:
-    box = await _flood_then_close_box(8 << 20)
+    """A client whose write buffer stays full for send_timeout is dropped, whether its box is still there
+    or went away with bytes still buffered for the client (a close would wait for a flush forever). The
+    fixed flush deadline after the box went away is covered by the core's tests."""
+    gone = asyncio.Event()
+    box = await _flood_box(8 << 20, gone)
     port = box.sockets[0].getsockname()[1]
-    running = await routers(router_settings(f"flood=127.0.0.1:{port}", send_timeout=0.5))
+    clock = FakeClock()
+    running = await routers(router_settings(f"flood=127.0.0.1:{port}", send_timeout=30.0), clock=clock)
     sock = await _unread_client(running.port)
     try:
-        async with asyncio.timeout(10):
-            await running.router.wait_no_connections()  # without the flush budget: held forever
+        # the client's write buffer is full: its stall deadline runs
+        await until(lambda: any(c.core.stalled for c in running.router.connections))
+        if box_goes_away:  # unnoticed while reading from it is paused; it changes nothing for the client
+            gone.set()
+        await clock.advance(29.0)
+        assert len(running.router.connections) == 1
+        await clock.advance(1.0)
+        async with asyncio.timeout(5):
+            await running.router.wait_no_connections()
         assert metric(running, "tether_router_connections", mode="http") == 0
     finally:
         sock.close()
+        gone.set()
         box.close()
 
 
 async def test_an_idle_connection_whose_close_cannot_flush_is_aborted(
     routers: StartRouter,
 ) -> None:
-    box = await _flood_then_close_box(8 << 20)
+    gone = asyncio.Event()
+    box = await _flood_box(8 << 20, gone)
     port = box.sockets[0].getsockname()[1]
-    settings = router_settings(f"flood=127.0.0.1:{port}", idle_timeout=0.4, send_timeout=3600.0)
-    running = await routers(settings)  # only the idle sweep can end it
+    clock = FakeClock()
+    settings = router_settings(f"flood=127.0.0.1:{port}", idle_timeout=4.0, send_timeout=3600.0)
+    running = await routers(settings, clock=clock)  # only the idle checks can end it
     sock = await _unread_client(running.port)
     try:
-        async with asyncio.timeout(10):
+        await until(lambda: any(c.core.stalled for c in running.router.connections))  # no byte moves now
+        await clock.advance(5.0)  # the first check saw bytes move, the next four none: closed
+        assert len(running.router.connections) == 1  # ... but the close cannot flush
+        await clock.advance(1.0)  # the next check aborts it
+        async with asyncio.timeout(5):
             await running.router.wait_no_connections()
     finally:
         sock.close()
+        gone.set()
         box.close()
