@@ -10,13 +10,13 @@ the keys and values already in its own KV tensor. All tokens of all sequences go
 layers as one flat batch (the matmuls are batched); attention runs per sequence over its own cache, so
 sequences of different lengths need no padding. It returns the logits of each chunk's last token.
 
-Weights are dummy (normal(0, 0.02) from a fixed seed) unless a checkpoint directory is given: dummy
-weights produce meaningless text; the compute, and so the timing, is real.
+Weights are dummy (normal(0, 0.02) from a fixed seed, Tether's o200k vocabulary) unless a checkpoint is
+given: a Hugging Face directory or a GGUF file (gpu_worker/engines/checkpoint.py). Dummy weights produce
+meaningless text; the compute, and so the timing, is real.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,13 +26,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gpu_worker.engines.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from gpu_worker.wire.tokenizer import VOCAB_SIZE
 
+__all__ = [
+    "PRESETS",
+    "CheckpointError",
+    "Chunk",
+    "ModelConfig",
+    "Transformer",
+    "dummy_model",
+    "load_checkpoint",
+    "load_model",
+    "preset",
+    "require_tether_vocabulary",
+]
+
 INIT_STD = 0.02
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory that is missing, malformed, or not of the supported architecture."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +69,8 @@ class ModelConfig:
             raise ValueError(f"num_heads {self.num_heads} is not a multiple of kv heads {self.num_kv_heads}")
         if self.head_dim % 2:
             raise ValueError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
-        if self.vocab_size < VOCAB_SIZE:
-            raise ValueError(f"vocab_size {self.vocab_size} < Tether's VOCAB_SIZE {VOCAB_SIZE}")
+        if self.vocab_size < 1:
+            raise ValueError(f"vocab_size must be positive, got {self.vocab_size}")
 
     def kv_bytes_per_token(self, dtype: torch.dtype) -> int:
         """Bytes of keys and values one token occupies in the cache, all layers."""
@@ -360,29 +370,37 @@ def dummy_model(cfg: ModelConfig, *, seed: int, device: torch.device, dtype: tor
     return model.to(device=device, dtype=dtype).eval()
 
 
+def require_tether_vocabulary(cfg: ModelConfig) -> None:
+    """Refuse a model fed Tether's o200k ids (dummy weights, a checkpoint without its own tokenizer)
+    whose embedding has fewer rows than those ids reach."""
+    if cfg.vocab_size < VOCAB_SIZE:
+        raise CheckpointError(
+            f"vocab_size {cfg.vocab_size} < Tether's VOCAB_SIZE {VOCAB_SIZE}: a checkpoint without its own "
+            "tokenizer.json must be trained on Tether's o200k vocabulary"
+        )
+
+
 def load_checkpoint(path: str | Path, *, device: torch.device, dtype: torch.dtype) -> Transformer:
-    """Load a local Llama-architecture checkpoint: config.json + *.safetensors (never a download)."""
-    root = Path(path)
-    try:
-        cfg = ModelConfig.from_hf_config(json.loads((root / "config.json").read_text()))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read {root / 'config.json'}: {exc}") from exc
-    files = sorted(root.glob("*.safetensors"))
-    if not files:
-        raise CheckpointError(f"no *.safetensors files in {root}")
-    try:
-        from safetensors.torch import load_file
-    except ImportError as exc:  # the torch extra installs it
-        raise CheckpointError("loading a checkpoint needs the `safetensors` package") from exc
+    """Load a local Llama-architecture checkpoint (never a download): a Hugging Face directory
+    (config.json + *.safetensors) or a GGUF file (dequantized to float32, then cast to `dtype`)."""
+    return load_model(open_checkpoint(path), device=device, dtype=dtype)
+
+
+def load_model(checkpoint: Checkpoint, *, device: torch.device, dtype: torch.dtype) -> Transformer:
+    """The model of an opened checkpoint (see `load_checkpoint`)."""
+    cfg = ModelConfig.from_hf_config(checkpoint.hf_config())
+    if not checkpoint.has_tokenizer():
+        require_tether_vocabulary(cfg)
     state: dict[str, torch.Tensor] = {}
-    for file in files:
-        state.update(load_file(str(file)))
-    state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
+    for name, value in checkpoint.tensors():
+        if name.endswith("rotary_emb.inv_freq"):
+            continue
+        state[name] = value if isinstance(value, torch.Tensor) else torch.from_numpy(value)
     if cfg.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     model = _empty_model(cfg)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{root}: tensors do not match the config: {exc}") from exc
+        raise CheckpointError(f"{checkpoint.path}: tensors do not match the config: {exc}") from exc
     return model.to(device=device, dtype=dtype).eval()
