@@ -31,6 +31,8 @@ with `{"error": {...}}`), and `response.failed` for failures after a response wa
     ├── NotFound                           404 not_found             GET/DELETE of an unknown response id
     ├── PayloadTooLarge                    413 payload_too_large     HTTP body over the limit
     ├── RequestTimeout                     408 request_timeout       HTTP body not received in time
+    ├── WebSocketUnavailable               426 websocket_unavailable the box cannot take a WebSocket now
+    │                                                                (draining, connection limit): use HTTP
     ├── ModelOverloaded                    503 model_overloaded      the worker is at capacity (retry later)
     ├── StoreUnavailable                   503 store_unavailable     the cold store did not answer a delete
     └── WorkerFailed                       500 server_error          the worker died or timed out
@@ -69,6 +71,7 @@ __all__ = [
     "UnknownCallId",
     "UnknownEventType",
     "UnsupportedParameter",
+    "WebSocketUnavailable",
     "WorkerFailed",
     "all_codes",
 ]
@@ -262,6 +265,14 @@ class RequestTimeout(BoxError):
     status = 408
     error_type = "invalid_request_error"
     code = "request_timeout"
+
+
+class WebSocketUnavailable(BoxError):
+    """The box cannot serve a new WebSocket now (it is draining, or holds its most connections): the
+    upgrade is answered 426, on which clients such as the Codex CLI fall back to HTTP."""
+
+    status = 426
+    code = "websocket_unavailable"
 
 
 class ModelOverloaded(BoxError):

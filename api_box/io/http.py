@@ -26,6 +26,7 @@ from api_box.core.errors import (
     PayloadTooLarge,
     RequestTimeout,
     UnsupportedParameter,
+    WebSocketUnavailable,
 )
 from api_box.core.events import Event, Usage
 from api_box.core.protocol import CreateRequest, item_json, parse_create
@@ -73,6 +74,7 @@ async def responses_get(request: web.Request) -> web.StreamResponse:
     )
     if not ws.can_prepare(request).ok:
         raise web.HTTPUpgradeRequired(text="GET /v1/responses is the WebSocket endpoint; use POST for HTTP.")
+    _check_websocket_capacity(state)
     raw_key = request.headers.get(HANDOFF_KEY_HEADER)
     handoff_key = derive(parse_handoff_key(raw_key)) if raw_key is not None else None  # 400 if malformed
     await ws.prepare(request)
@@ -92,6 +94,21 @@ async def responses_get(request: web.Request) -> web.StreamResponse:
     finally:
         state.connections.discard(conn)
     return ws
+
+
+def _check_websocket_capacity(state: BoxState) -> None:
+    """Raise WebSocketUnavailable (426) when the box cannot take another WebSocket: clients that offer
+    WebSocket mode first, such as the Codex CLI, fall back to HTTP on a 426 at the upgrade."""
+    if state.draining:
+        raise WebSocketUnavailable(
+            "This server is draining and takes no new WebSockets; send the request over HTTP "
+            "(POST /v1/responses) or reconnect."
+        )
+    if len(state.connections) >= state.settings.ws_max_connections:
+        raise WebSocketUnavailable(
+            f"This server holds its limit of {state.settings.ws_max_connections} WebSockets; send the "
+            "request over HTTP (POST /v1/responses)."
+        )
 
 
 async def responses_post(request: web.Request) -> web.StreamResponse:
