@@ -3,7 +3,7 @@
     tether up             run a local cluster (tether/supervisor.py) until Ctrl-C/SIGTERM; a child that
                           exits is started again (same name, same port), with a backoff in a crash loop
     tether drain NAME     SIGTERM one process of a running `tether up` (a box drains); it comes back
-    tether bench          the benchmark (docs/benchmark.md)
+    tether bench          the benchmark; its flags live with its settings in loadtest/bench/cli.py
 
 Contract lines of `tether up` on stdout (scripts and tests read them; child log lines start with `[name]`):
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tether import bench
+from loadtest.bench import cli as bench
 from tether.config import ENV_PREFIX, ClusterSpec
 from tether.demo import DEFAULT_TOOL_CALLS
 from tether.errors import ConfigError, DemoFailed, TetherError, exit_status

@@ -1,8 +1,10 @@
 """BenchSettings: everything `tether bench` does, from `TETHER_BENCH_*` variables with flags on top.
 
-Each field has an environment variable `TETHER_BENCH_<FIELD IN UPPER CASE>` (tuples are comma-separated,
-booleans 1/0/true/false/yes/no); tether/bench.py applies the command-line flags over them. Bad values fail
-loudly with BenchConfigError naming the variable or field.
+Each field is one knob: an environment variable `TETHER_BENCH_<FIELD IN UPPER CASE>` (tuples are
+comma-separated, booleans 1/0/true/false/yes/no) and a flag of `tether bench` (`--field-name`, `--no-field`
+for a boolean that defaults to on) that loadtest/bench/cli.py derives from the field and its `knob`
+metadata, and applies over the variables. Bad values fail loudly with BenchConfigError naming the
+variable or flag.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any, get_type_hints
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar, get_type_hints
 
 from loadtest.workload import MAX_HISTORY_TOKENS, MAX_OUTPUT_BYTES, MAX_TOOL_CALLS, MODES, Mode, check_mode
 
@@ -19,44 +21,66 @@ ENV_PREFIX = "TETHER_BENCH_"
 LINKS = ("loopback", "shaped")
 
 
+T = TypeVar("T")
+
+
 class BenchConfigError(ValueError):
     """A benchmark setting is out of range; the message names it."""
 
 
+def knob(default: T, help: str, group: str, *, short: str = "", shown: str = "") -> T:
+    """A field of BenchSettings with what its flag needs: the help line, the `--help` group, an optional
+    short flag, and how its default reads when the value itself says little (`shown`)."""
+    meta = {"help": help, "group": group, "short": short, "shown": shown}
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True, slots=True)
 class BenchSettings:
-    """See `tether bench --help` for what each field means."""
+    """Every knob of `tether bench`: a field, its TETHER_BENCH_* variable and its flag (bench/cli.py)."""
 
-    base_url: str = ""  # empty: start a local cluster
-    metrics: tuple[str, ...] = ()  # /metrics URLs of a running cluster's boxes, routers and workers
-    api_key: str = "tether-dev-key"
-    modes: tuple[str, ...] = MODES
-    links: tuple[str, ...] = LINKS
-    concurrency: int = 4
-    runs: int = 2
-    tool_calls: tuple[int, ...] = (1, 5, 10, 20)
-    headline_tool_calls: int = 20
-    output_bytes: int = 4096
-    rtt_ms: float = 20.0
-    rate_mbit: float = 50.0
-    overhead: bool = True
-    history_tokens: tuple[int, ...] = (1_000, 10_000, 30_000, 100_000)
-    history_seconds: float = 5.0
-    capacity: bool = True
-    capacity_tokens: int = 100_000
-    capacity_levels: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
-    capacity_seconds: float = 6.0
-    capacity_output_bytes: int = 512
-    capacity_modes: tuple[str, ...] = ("ws", "http_full")
-    slo_ttft_ms: float = 500.0
-    boxes: int = 1
-    workers: int = 1
-    speed: float = 1.0
-    pin: bool = True
-    turn_timeout: float = 60.0
-    deadline: float = 1800.0
-    out: str = ""  # empty: results/bench-<UTC time>
-    plots: bool = True
+    # cluster
+    base_url: str = knob("", "a running cluster's base URL (ending in /v1)", "cluster", shown="start one")
+    metrics: tuple[str, ...] = knob(
+        (), "a /metrics URL of that cluster (repeat per process)", "cluster", shown="none"
+    )
+    api_key: str = knob("tether-dev-key", "the key clients use", "cluster")
+    boxes: int = knob(1, "boxes of the cluster it starts", "cluster")
+    workers: int = knob(1, "workers of the cluster it starts", "cluster")
+    speed: float = knob(1.0, "sim timing of the cluster it starts (1 = calibrated)", "cluster")
+    pin: bool = knob(True, "pin the box to one CPU and the rest to the others", "cluster")
+    # workload
+    modes: tuple[str, ...] = knob(MODES, "comma-separated modes", "workload")
+    links: tuple[str, ...] = knob(LINKS, "comma-separated links (shaped needs root)", "workload")
+    concurrency: int = knob(4, "concurrent agents per job", "workload", short="-c")
+    runs: int = knob(2, "agent runs per agent per job", "workload")
+    tool_calls: tuple[int, ...] = knob((1, 5, 10, 20), "the T sweep, comma-separated", "workload")
+    headline_tool_calls: int = knob(20, "T of the headline figures", "workload")
+    output_bytes: int = knob(4096, "S: bytes per tool output", "workload")
+    rtt_ms: float = knob(20.0, "shaped link round-trip time", "workload")
+    rate_mbit: float = knob(50.0, "shaped link rate each way", "workload")
+    overhead: bool = knob(True, "measure the link emulator's own overhead", "workload")
+    # history and capacity
+    history_tokens: tuple[int, ...] = knob(
+        (1_000, 10_000, 30_000, 100_000), "history sizes for box CPU per turn", "history and capacity"
+    )
+    history_seconds: float = knob(5.0, "measured seconds per history size and mode", "history and capacity")
+    capacity: bool = knob(True, "run the capacity steps", "history and capacity")
+    capacity_tokens: int = knob(100_000, "history size of the capacity steps", "history and capacity")
+    capacity_levels: tuple[int, ...] = knob(
+        (1, 2, 4, 8, 16, 32), "concurrent agents per step", "history and capacity"
+    )
+    capacity_seconds: float = knob(6.0, "measured seconds per step", "history and capacity")
+    capacity_output_bytes: int = knob(512, "tool output bytes of steady agents", "history and capacity")
+    capacity_modes: tuple[str, ...] = knob(
+        ("ws", "http_full"), "modes of the capacity steps", "history and capacity"
+    )
+    slo_ttft_ms: float = knob(500.0, "p99 TTFT bound of the capacity", "history and capacity")
+    # run
+    turn_timeout: float = knob(60.0, "seconds per turn before it counts as failed", "run")
+    deadline: float = knob(1800.0, "seconds for the whole benchmark", "run")
+    out: str = knob("", "output folder", "run", shown="results/bench-<UTC time>")
+    plots: bool = knob(True, "draw the charts", "run")
 
     def __post_init__(self) -> None:
         checks: dict[str, bool] = {
@@ -114,7 +138,7 @@ class BenchSettings:
         for f in fields(cls):
             name = ENV_PREFIX + f.name.upper()
             if name in env:
-                values[f.name] = _convert(name, env[name], hints[f.name])
+                values[f.name] = convert(name, env[name], hints[f.name])
         return cls(**values)
 
     def replace(self, **changes: Any) -> BenchSettings:
@@ -143,7 +167,8 @@ SMOKE = {
 }
 
 
-def _convert(name: str, raw: str, kind: Any) -> Any:
+def convert(name: str, raw: str, kind: Any) -> Any:
+    """`raw` (a variable's or a flag's text) as a value of type `kind`; BenchConfigError naming `name`."""
     text = raw.strip()
     try:
         if kind is bool:

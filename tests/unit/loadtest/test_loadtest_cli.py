@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+
 import pytest
 
-from loadtest.bench.settings import SMOKE, BenchConfigError
-from tether.bench import settings_from_args
+from loadtest.bench.cli import add_parser, settings_from_args
+from loadtest.bench.settings import SMOKE, BenchConfigError, BenchSettings
 from tether.cli import build_parser
 
 
@@ -43,3 +46,25 @@ def test_a_bad_flag_value_is_a_config_error() -> None:
     args = build_parser().parse_args(["bench", "--links", "wifi"])
     with pytest.raises(BenchConfigError, match="links"):
         settings_from_args(args, {})
+
+
+def test_every_setting_has_a_flag_whose_help_shows_its_default_and_variable() -> None:
+    bench = add_parser(argparse.ArgumentParser().add_subparsers())
+    by_dest = {action.dest: action for action in bench._actions}
+    for field in dataclasses.fields(BenchSettings):
+        action = by_dest[field.name]
+        assert f"TETHER_BENCH_{field.name.upper()}" in (action.help or "")
+    assert by_dest["concurrency"].option_strings == ["-c", "--concurrency"]
+    assert "(default 4;" in (by_dest["concurrency"].help or "")
+    assert "(default 1,5,10,20;" in (by_dest["tool_calls"].help or "")
+    assert by_dest["pin"].option_strings == ["--no-pin"]
+
+
+def test_flags_convert_like_the_variables_and_name_the_flag() -> None:
+    args = build_parser().parse_args(
+        ["bench", "--boxes", "2", "--speed", "0.5", "--no-plots", "--no-capacity"]
+    )
+    settings = settings_from_args(args, {})
+    assert (settings.boxes, settings.speed, settings.plots, settings.capacity) == (2, 0.5, False, False)
+    with pytest.raises(BenchConfigError, match="--boxes"):
+        settings_from_args(build_parser().parse_args(["bench", "--boxes", "two"]), {})
