@@ -255,6 +255,9 @@ class TurnRunner:
             temperature=1.0 if create.temperature is None else create.temperature,
             generate=create.generate,
             timeout=self.settings.worker_request_timeout,
+            # A keyless (stateless) request goes to a worker by the client's prompt_cache_key when it sends
+            # one (Codex: its session), not by the chain's first block that every session shares.
+            routing_key=create.prompt_cache_key,
         )
 
     def _specs(self, create: CreateRequest, header: Header) -> tuple[ToolSpec, ...]:

@@ -206,3 +206,14 @@ async def test_past_the_connection_limit_the_upgrade_is_426_until_a_socket_close
     assert registry.get_sample_value("tether_box_errors_total", labels) == 1
     async with box.ws_connect("/v1/responses", headers=CODEX_HEADERS) as ws:
         assert (await ws_turn(ws, {"input": "hi", "store": False}))[-1]["type"] == "response.completed"
+
+
+async def test_a_stateless_request_is_routed_by_its_prompt_cache_key(
+    box: TestClient[Any, Any], fake_pool: FakeWorkerPool
+) -> None:
+    for key in ("session-a", None):
+        body = {"model": "m", "input": "hi", "store": False, "prompt_cache_key": key}
+        assert (await box.post("/v1/responses", json=body, headers=AUTH)).status == 200
+    keyed, plain = (sent.request for sent in fake_pool.sent)
+    assert (keyed.cache_key, keyed.routing_key) == (None, "session-a")
+    assert (plain.cache_key, plain.routing_key) == (None, None)  # the pool hashes the chain's first block
