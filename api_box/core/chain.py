@@ -1,7 +1,9 @@
 """Items to tokens, and what the box knows of each token chain (its tokens, digest, what the worker holds).
 
-A chain is `header + items + outputs`, rendered with gpu_worker/wire/chat.py. The header (instructions and
-tools) is re-sent on every turn and never carried over from a previous response:
+A chain is `header + items + outputs`, rendered by the model's chat format (gpu_worker/wire/chat): each
+turn appends the closing of the last output, the new items and the generation prompt; the outputs are
+the model's own sampled ids. The header (instructions and tools) is re-sent on every turn and never
+carried over from a previous response:
 
 - same header as the chain's and the base response is the chain's tip: the turn extends the chain in
   place; the worker is sent only the new items' tokens (held_len/held_digest = what the last turn's Done
@@ -24,6 +26,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from hashlib import blake2b
 
+import orjson
+
 from api_box.core.errors import ContextLengthExceeded, UnknownCallId
 from api_box.core.protocol import (
     FunctionCallItem,
@@ -32,59 +36,39 @@ from api_box.core.protocol import (
     InputItem,
     MessageItem,
 )
-from gpu_worker.wire import chat
 from gpu_worker.wire.chain import ChainDigest
-from gpu_worker.wire.tokenizer import Special, encode
+from gpu_worker.wire.chat import (
+    ChatItem,
+    ChatTool,
+    Message,
+    Renderer,
+    TetherRenderer,
+    ToolCall,
+    ToolOutput,
+)
 
-# bpe-openai refuses one call that yields more than 200k tokens; a character is at most 4 UTF-8 bytes and
-# a token at least one byte, so 50k characters always fit. Longer texts are encoded in 50k-character
-# pieces: deterministic, so every mode renders the same text to the same tokens.
-_PIECE_CHARS = 50_000
-
-
-def encode_text(text: str) -> list[int]:
-    """Token ids of arbitrarily long text (in pieces of _PIECE_CHARS characters)."""
-    if len(text) <= _PIECE_CHARS:
-        return encode(text)
-    ids: list[int] = []
-    for start in range(0, len(text), _PIECE_CHARS):
-        ids += encode(text[start : start + _PIECE_CHARS])
-    return ids
+# Tether's own format (the sim and dummy weights): the renderer for boxes whose workers do not describe a
+# model of their own, and for the tests of the chain logic.
+DEFAULT_RENDERER: Renderer = TetherRenderer()
 
 
-def _framed(marker: int, text: str) -> list[int]:
-    return [marker, *encode_text(text), Special.END]
-
-
-def render_item(item: InputItem) -> list[int]:
-    """Chat-format tokens of one input item (gpu_worker/wire/chat.py, long texts in pieces)."""
+def chat_item(item: InputItem) -> ChatItem:
+    """The renderer's view of an input item (tools by the name the model sees)."""
     if isinstance(item, MessageItem):
-        if len(item.text) <= _PIECE_CHARS:
-            return chat.render_message(item.role, item.text)
-        return _framed(chat.render_message(item.role, "")[0], item.text)
+        return Message(item.role, item.text)
     if isinstance(item, FunctionCallItem):
-        if len(item.arguments) <= _PIECE_CHARS and len(item.model_name) <= _PIECE_CHARS:
-            return chat.render_function_call(item.model_name, item.arguments)
-        return [Special.CALL, *encode_text(item.model_name), *_framed(Special.ARGS, item.arguments)]
-    if len(item.output) <= _PIECE_CHARS:
-        return chat.render_function_call_output(item.output)
-    return _framed(Special.TOOL_OUTPUT, item.output)
+        return ToolCall(item.call_id, item.model_name, item.arguments)
+    return ToolOutput(item.call_id, item.output)
 
 
-def render_items(items: Iterable[InputItem]) -> list[int]:
-    """Tokens of several items, concatenated."""
-    tokens: list[int] = []
-    for item in items:
-        tokens += render_item(item)
-    return tokens
+def chat_tools(tools: Sequence[FunctionTool]) -> tuple[ChatTool, ...]:
+    """The tools as the renderer offers them to the model."""
+    return tuple(ChatTool(t.model_name, t.description or "", t.parameters or {}) for t in tools)
 
 
-def tool_dicts(tools: Sequence[FunctionTool]) -> list[dict[str, object]]:
-    """Tools in the shape chat.render_tools expects."""
-    return [
-        {"name": t.model_name, "description": t.description or "", "parameters": t.parameters or {}}
-        for t in tools
-    ]
+def render_items(items: Iterable[InputItem], renderer: Renderer = DEFAULT_RENDERER) -> list[int]:
+    """Tokens of several items appended to a closed chain."""
+    return renderer.items([chat_item(item) for item in items])
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,38 +79,46 @@ class Header:
     tokens: tuple[int, ...]
 
 
-def header_key(instructions: str | None, tools: Sequence[FunctionTool]) -> bytes:
+def header_key(
+    instructions: str | None, tools: Sequence[FunctionTool], renderer_key: str = DEFAULT_RENDERER.format
+) -> bytes:
     """Identity of a header: equal keys render to equal tokens. Cost O(instructions + tools)."""
     h = blake2b(digest_size=16)
+    h.update(renderer_key.encode())
+    h.update(b"\x00")
     h.update((instructions or "").encode("utf-8", "surrogatepass"))
     h.update(b"\x00")
-    h.update(chat.canonical_tools_json(tool_dicts(tools)).encode("utf-8", "surrogatepass"))
+    for tool in chat_tools(tools):
+        h.update(orjson.dumps([tool.name, tool.description, tool.parameters], option=orjson.OPT_SORT_KEYS))
     return h.digest()
 
 
-def render_header(instructions: str | None, tools: Sequence[FunctionTool]) -> list[int]:
-    """Header tokens (empty without instructions and tools)."""
-    tokens = _framed(Special.SYSTEM, instructions) if instructions else []
-    if tools:
-        tokens += _framed(Special.TOOLS, chat.canonical_tools_json(tool_dicts(tools)))
-    return tokens
-
-
 class HeaderCache:
-    """Rendered headers by key (LRU, bounded): agents re-send the same instructions and tools every turn."""
+    """Rendered headers by key (LRU, bounded): agents re-send the same instructions and tools every turn.
+
+    `renderer_key` names the renderer (the model's tokenizer fingerprint and chat format): a chain never
+    continues in place under another model's header.
+    """
 
     def __init__(self, max_entries: int = 256) -> None:
         self._max = max_entries
         self._entries: OrderedDict[bytes, Header] = OrderedDict()
 
-    def header(self, instructions: str | None, tools: Sequence[FunctionTool]) -> Header:
+    def header(
+        self,
+        instructions: str | None,
+        tools: Sequence[FunctionTool],
+        *,
+        renderer: Renderer = DEFAULT_RENDERER,
+        renderer_key: str = DEFAULT_RENDERER.format,
+    ) -> Header:
         """The header for these instructions and tools, rendered only on a miss."""
-        key = header_key(instructions, tools)
+        key = header_key(instructions, tools, renderer_key)
         found = self._entries.get(key)
         if found is not None:
             self._entries.move_to_end(key)
             return found
-        header = Header(key, tuple(render_header(instructions, tools)))
+        header = Header(key, tuple(renderer.header(instructions, chat_tools(tools))))
         self._entries[key] = header
         if len(self._entries) > self._max:
             self._entries.popitem(last=False)
@@ -262,14 +254,17 @@ def begin_turn(
     *,
     new_cache_key: str,
     max_tokens: int,
+    renderer: Renderer = DEFAULT_RENDERER,
+    generate: bool = True,
+    rendered: Sequence[int] | None = None,
 ) -> PendingTurn:
     """Validate the items against the base chain and append their tokens (see the module docstring).
 
-    Raises UnknownCallId or ContextLengthExceeded; nothing is changed then.
+    `rendered`: the items' tokens when the caller rendered them already (off the event loop, for a large
+    request). Raises UnknownCallId or ContextLengthExceeded; nothing is changed then.
     """
     known = base.chain.call_ids if base is not None else {}
     check_call_ids(items, known, base.length if base is not None else 0)
-    item_tokens, call_offsets = _render_with_calls(items)
     agent = (base.agent if base is not None else AgentCounters()).after_items(items)
     if base is not None and _extends_in_place(base, header):
         chain, fresh = base.chain, False
@@ -278,6 +273,13 @@ def begin_turn(
         chain, fresh = _new_chain(base, header, new_cache_key), True
         held_len, held_digest = 0, b""
     start = chain.length
+    # Close the model's last output (the format's end-of-turn text), the new items, then the prompt the
+    # model generates after; every call of the turn is answered by the end of its items.
+    item_tokens = renderer.closing(chain.tokens)
+    item_tokens += render_items(items, renderer) if rendered is None else rendered
+    call_offsets = dict.fromkeys(_call_ids(items), len(item_tokens))
+    if generate:
+        item_tokens += renderer.generation_prompt()
     if start + len(item_tokens) > max_tokens:
         raise ContextLengthExceeded(
             f"This chain would hold {start + len(item_tokens)} tokens; the limit is {max_tokens}.",
@@ -305,15 +307,8 @@ def _new_chain(base: ChainRef | None, header: Header, cache_key: str) -> ChainSt
     return ChainState(cache_key, header, tokens, call_ids=call_ids, agent=base.agent if base else None)
 
 
-def _render_with_calls(items: Sequence[InputItem]) -> tuple[list[int], dict[str, int]]:
-    """Tokens of the items, and for each function_call the offset just past it."""
-    tokens: list[int] = []
-    offsets: dict[str, int] = {}
-    for item in items:
-        tokens += render_item(item)
-        if isinstance(item, FunctionCallItem):
-            offsets[item.call_id] = len(tokens)
-    return tokens, offsets
+def _call_ids(items: Sequence[InputItem]) -> list[str]:
+    return [item.call_id for item in items if isinstance(item, FunctionCallItem)]
 
 
 def commit_turn(

@@ -55,6 +55,7 @@ __all__ = [
     "JsonTooDeep",
     "MissingApiKey",
     "MissingParameter",
+    "ModelNotFound",
     "ModelOverloaded",
     "NotFound",
     "PayloadTooLarge",
@@ -202,6 +203,13 @@ class ContextLengthExceeded(RequestError):
     """The chain would exceed the box's maximum tokens per chain."""
 
     code = "context_length_exceeded"
+
+
+class ModelNotFound(RequestError):
+    """No worker serves the requested model (GET /v1/models lists the ones served)."""
+
+    status = 404
+    code = "model_not_found"
 
 
 class ConnectionLimitReached(RequestError):

@@ -37,6 +37,7 @@ from api_box.io.metrics import CLIENT_TO_SERVER, SERVER_TO_CLIENT
 from api_box.io.state import STATE, TENANT, BoxState
 from api_box.io.turns import new_id
 from api_box.io.ws import WsConnection
+from api_box.io.wsdeflate import DeflateWebSocketResponse
 
 _JSON = "application/json"
 _LOG = logging.getLogger("api_box.http")
@@ -66,8 +67,8 @@ def _json(state: BoxState, payload: Any, *, mode: str | None = None, status: int
 async def responses_get(request: web.Request) -> web.StreamResponse:
     """GET /v1/responses: the WebSocket upgrade (anything else is 426)."""
     state = request.app[STATE]
-    ws = web.WebSocketResponse(
-        compress=False,
+    ws = DeflateWebSocketResponse(
+        deflate=state.settings.deflate,
         max_msg_size=state.settings.max_frame_bytes,
         heartbeat=state.settings.ws_heartbeat_seconds,
         decode_text=False,
@@ -78,6 +79,7 @@ async def responses_get(request: web.Request) -> web.StreamResponse:
     raw_key = request.headers.get(HANDOFF_KEY_HEADER)
     handoff_key = derive(parse_handoff_key(raw_key)) if raw_key is not None else None  # 400 if malformed
     await ws.prepare(request)
+    state.metrics.websocket_deflate.labels("yes" if ws.deflate is not None else "no").inc()
     transport = request.transport
     conn = WsConnection(
         ws,
@@ -279,7 +281,9 @@ async def compact_post(request: web.Request) -> web.StreamResponse:
 async def models_get(request: web.Request) -> web.StreamResponse:
     """GET /v1/models."""
     state = request.app[STATE]
-    data = [{"id": m, "object": "model", "created": 0, "owned_by": "tether"} for m in state.settings.models]
+    await state.runner.pool.describe()  # workers that started after this box are listed too
+    names = state.runner.model_names()
+    data = [{"id": m, "object": "model", "created": 0, "owned_by": "tether"} for m in names]
     return _json(state, {"object": "list", "data": data})
 
 

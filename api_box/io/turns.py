@@ -11,6 +11,7 @@ RequestError; the caller answers it (an error event or an HTTP 400). A failure a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -29,8 +30,9 @@ from api_box.core.chain import (
     abort_turn,
     begin_turn,
     commit_turn,
+    render_items,
 )
-from api_box.core.errors import BoxError, MissingParameter, PreviousResponseNotFound
+from api_box.core.errors import BoxError, MissingParameter, ModelNotFound, PreviousResponseNotFound
 from api_box.core.events import Event, ResponseEvents, Usage, response_template
 from api_box.core.handoff import record_from_snapshot, turn_record
 from api_box.core.protocol import CreateRequest, FunctionCallItem, FunctionCallOutputItem, item_json
@@ -50,11 +52,15 @@ from gpu_worker.client import (
     ToolSpec,
     WorkerPool,
 )
+from gpu_worker.wire.chat import renderer_for
+from gpu_worker.wire.model import ModelDescription, tether_description
 
 _LOG = logging.getLogger("api_box.turns")
 # One line per finished response (the box's access log for turns); the ids come from api_box.io.logctx.
 _ACCESS = logging.getLogger("api_box.access")
 Emit = Callable[[Event], Awaitable[None]]
+_RENDER_IN_THREAD_BYTES = 256 * 1024  # requests larger than this are tokenized off the event loop
+_UNTYPED_CONTEXT = 1 << 31  # workers that do not describe a model state their limits by refusing
 
 
 def new_id(prefix: str) -> str:
@@ -81,6 +87,7 @@ class _Turn:
     """One response in progress: what `run` decided, shared by the steps that stream and finish it."""
 
     create: CreateRequest
+    model: ModelDescription
     tenant: str
     base: ResponseRecord | None
     header: Header
@@ -174,6 +181,33 @@ class TurnRunner:
         self._keep(record)
         return record
 
+    # --------------------------------------------------------------------------------------- models
+    async def model(self, name: str) -> ModelDescription:
+        """The model a request names, as a worker described it; ModelNotFound when no worker serves it.
+
+        Workers that do not describe their model (no DescribeModel RPC) serve any name in Tether's own
+        format, and so does a pool none of whose workers has answered yet (the request then fails as
+        an unreachable worker does, not as an unknown model).
+        """
+        found = self.pool.description(name)
+        if found is None:
+            await self.pool.describe()
+            found = self.pool.description(name)
+        if found is not None:
+            return found
+        if self.pool.has_untyped_workers() or not self.pool.descriptions:
+            return tether_description((name or "tether-sim",), engine="sim", context_length=_UNTYPED_CONTEXT)
+        raise ModelNotFound(f"The model '{name[:200]}' does not exist.", param="model")
+
+    def model_names(self) -> list[str]:
+        """What GET /v1/models lists: every name a worker serves (the configured names for untyped ones)."""
+        names: list[str] = []
+        for description in self.pool.descriptions.values():
+            for name in description.names if description is not None else self.settings.models:
+                if name not in names:
+                    names.append(name)
+        return names or list(self.settings.models)
+
     # ----------------------------------------------------------------------------------------- run
     async def run(
         self,
@@ -190,14 +224,28 @@ class TurnRunner:
         base = None
         if create.previous_response_id is not None:
             base = await self.find(tenant, create.previous_response_id, local)
-        header = self.headers.header(create.instructions, create.tools)
+        model = await self.model(create.model)
+        renderer = renderer_for(model)
+        header = self.headers.header(
+            create.instructions,
+            create.tools,
+            renderer=renderer,
+            renderer_key=model.fingerprint + renderer.format,
+        )
         stateless = mode != "ws" and not create.store and base is None
+        rendered = None
+        if request_bytes > _RENDER_IN_THREAD_BYTES:
+            # Tokenizing megabytes takes a while: keep the event loop serving the other connections.
+            rendered = await asyncio.to_thread(render_items, create.input, renderer)
         pending = begin_turn(
             base.ref if base is not None else None,
             header,
             create.input,
             new_cache_key=new_id("ck"),
-            max_tokens=self.settings.max_chain_tokens,
+            max_tokens=min(self.settings.max_chain_tokens, model.context_length - 1),
+            renderer=renderer,
+            generate=create.generate,
+            rendered=rendered,
         )
         if pending.prompt_len == 0:
             abort_turn(pending)
@@ -206,6 +254,7 @@ class TurnRunner:
         self.metrics.full_context_bytes.labels(mode).inc(context_bytes)
         turn = _Turn(
             create=create,
+            model=model,
             tenant=tenant,
             base=base,
             header=header,
@@ -244,7 +293,11 @@ class TurnRunner:
             chain=pending.chain.tokens,
             held_len=0 if stateless else pending.held_len,
             held_digest=b"" if stateless else pending.held_digest,
-            max_output_tokens=create.max_output_tokens or self.settings.default_max_output_tokens,
+            # Never past the model's context: what is left of it after the prompt.
+            max_output_tokens=min(
+                create.max_output_tokens or self.settings.default_max_output_tokens,
+                turn.model.context_length - pending.prompt_len,
+            ),
             tools=self._specs(create, turn.header),
             tool_choice=create.tool_choice,
             agent=AgentState(
@@ -253,7 +306,9 @@ class TurnRunner:
             metadata=create.metadata,
             model=create.model,
             temperature=1.0 if create.temperature is None else create.temperature,
+            top_p=1.0 if create.top_p is None else create.top_p,
             generate=create.generate,
+            tokenizer_fingerprint=turn.model.fingerprint,
             timeout=self.settings.worker_request_timeout,
             # A keyless (stateless) request goes to a worker by the client's prompt_cache_key when it sends
             # one (Codex: its session), not by the chain's first block that every session shares.

@@ -26,6 +26,7 @@ from gpu_worker.client import (
 )
 from gpu_worker.wire import chat
 from gpu_worker.wire.chain import digest_of
+from gpu_worker.wire.model import ModelDescription
 
 ANSWER = "Here is the answer."
 
@@ -75,6 +76,8 @@ class FakeWorkerPool:
         self.gate: asyncio.Event | None = None  # when set, generations wait for it after Prefill
         self.delta_repeat = 1  # emit the text this many times (big outputs)
         self.piece_size = 4  # characters per delta
+        # Described models by name; empty: the fake workers do not describe a model (they serve any name).
+        self.models: dict[str, ModelDescription] = {}
 
     @property
     def call_counts(self) -> Mapping[str, int]:
@@ -88,6 +91,21 @@ class FakeWorkerPool:
 
     def owner(self, cache_key: str) -> str:
         return self.targets[hash(cache_key) % len(self.targets)]
+
+    async def describe(self) -> None:
+        return None
+
+    @property
+    def descriptions(self) -> Mapping[str, ModelDescription | None]:
+        if not self.models:
+            return dict.fromkeys(self.targets)
+        return dict(zip(self.targets, self.models.values(), strict=False))
+
+    def description(self, model: str) -> ModelDescription | None:
+        return self.models.get(model)
+
+    def has_untyped_workers(self) -> bool:
+        return not self.models
 
     async def drop(self, cache_key: str) -> bool:
         self.dropped.append(cache_key)

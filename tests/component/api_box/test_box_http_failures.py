@@ -95,12 +95,27 @@ def test_worker_refusals_map_to_client_errors_with_the_reason() -> None:
 async def test_a_request_above_the_workers_limits_is_a_400_not_a_500(real_box: Any) -> None:
     client, _, _ = await real_box()
     response = await client.post(
-        "/v1/responses", headers=AUTH, json={"model": "m", "input": "hi", "max_output_tokens": 50_000}
+        "/v1/responses",
+        headers=AUTH,
+        json={"model": "tether-sim", "input": "hi", "max_output_tokens": 50_000},
     )
     body = await response.json()
     assert response.status == 400
     assert body["error"]["code"] == "request_rejected_by_model"
     assert "max_output_tokens" in body["error"]["message"]
+
+
+async def test_a_model_no_worker_serves_is_a_404_and_models_lists_what_workers_serve(real_box: Any) -> None:
+    client, _, _ = await real_box()
+    response = await client.post("/v1/responses", headers=AUTH, json={"model": "gpt-nope", "input": "hi"})
+    body = await response.json()
+    assert response.status == 404
+    assert body["error"]["code"] == "model_not_found"
+    assert body["error"]["param"] == "model"
+    listed = await (await client.get("/v1/models", headers=AUTH)).json()
+    assert [m["id"] for m in listed["data"]] == ["tether-sim"]
+    ok = await client.post("/v1/responses", headers=AUTH, json={"model": "tether-sim", "input": "hi"})
+    assert ok.status == 200
 
 
 @pytest.fixture

@@ -16,8 +16,6 @@ from api_box.core.chain import (
     abort_turn,
     begin_turn,
     commit_turn,
-    encode_text,
-    render_header,
     render_items,
 )
 from api_box.core.errors import ContextLengthExceeded, UnknownCallId
@@ -30,7 +28,7 @@ from api_box.core.protocol import (
 )
 from gpu_worker.wire import chat
 from gpu_worker.wire.chain import ChainDigest, digest_of
-from gpu_worker.wire.tokenizer import Special
+from gpu_worker.wire.tokenizer import O200kTokenizer, Special
 
 TOOLS = (FunctionTool("read", "Read a file", {"type": "object"}),)
 HEADERS = HeaderCache()
@@ -201,8 +199,8 @@ def test_commit_keeps_digest_call_ids_and_agent_counters() -> None:
 
 def test_long_texts_are_encoded_in_pieces_deterministically() -> None:
     text = "lorem ipsum " * 20_000  # 240k characters: beyond one tokenizer call's 200k-token limit if unsplit
-    ids = encode_text(text)
-    assert ids == encode_text(text)
+    ids = O200kTokenizer().encode(text)
+    assert ids == O200kTokenizer().encode(text)
     assert len(ids) > 10_000
     item = MessageItem("user", text)
     tokens = render_items([item])
@@ -217,7 +215,7 @@ def test_long_texts_are_encoded_in_pieces_deterministically() -> None:
 
 
 def test_header_rendering_and_cache() -> None:
-    assert render_header(None, ()) == []
+    assert HEADERS.header(None, ()).tokens == ()
     assert HEADERS.header("You are an agent.", TOOLS) is HEADER
     assert HEADERS.header("Other", TOOLS).key != HEADER.key
     small = HeaderCache(max_entries=1)
