@@ -1,62 +1,52 @@
-"""The chart ships the repository's own alert rules and dashboards, byte for byte.
+"""The chart ships the repository's own alert rules and dashboards: each file is kept once.
 
-Helm cannot read outside the chart, so helm/tether/files/ holds copies made by helm/tether/sync-assets.
-These tests fail when a copy is stale or orphaned, and check that the PrometheusRule objects and dashboard
-ConfigMaps carry exactly those files (the rules being the ones promtool tests in deploy/prometheus/tests/).
+Helm reads only files inside the chart, so helm/tether/files/rules and helm/tether/files/dashboards are
+symbolic links to deploy/prometheus/rules and deploy/grafana/dashboards; Helm follows them when it renders
+and when it packages. These tests check the links, that `helm package` stores the files themselves, and that
+the PrometheusRule objects and dashboard ConfigMaps carry exactly those files (the rules being the ones
+promtool tests in deploy/prometheus/tests/).
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
+import os
+import tarfile
 from pathlib import Path
 
+import helm_python as helm
 import pytest
 import yaml
 from chart_render import ALL_APIS, CHART, ROOT, render, render_values
 
-SYNC = "run helm/tether/sync-assets"
-RULE_SOURCES = sorted(
-    p
-    for p in (ROOT / "deploy" / "prometheus").rglob("*.rules.yml")
-    if "tests" not in p.relative_to(ROOT).parts
-)
-DASHBOARD_SOURCES = sorted((ROOT / "deploy" / "grafana" / "dashboards").rglob("*.json"))
+RULE_DIR = ROOT / "deploy" / "prometheus" / "rules"
+DASHBOARD_DIR = ROOT / "deploy" / "grafana" / "dashboards"
+RULE_SOURCES = sorted(RULE_DIR.glob("*.rules.yml"))
+DASHBOARD_SOURCES = sorted(DASHBOARD_DIR.glob("*.json"))
 CONFIGMAP_LIMIT = 1 << 20
 
 
-def _pairs(sources: list[Path], copies: Path, pattern: str) -> list[tuple[str, Path | None, Path | None]]:
-    by_name_src = {p.name: p for p in sources}
-    assert len(by_name_src) == len(sources), "two sources share a file name"
-    by_name_copy = {p.name: p for p in copies.glob(pattern)}
-    return [(n, by_name_src.get(n), by_name_copy.get(n)) for n in sorted(by_name_src | by_name_copy)]
+@pytest.mark.parametrize(("link", "source"), [("rules", RULE_DIR), ("dashboards", DASHBOARD_DIR)])
+def test_the_chart_links_to_the_repository_files(link: str, source: Path) -> None:
+    path = CHART / "files" / link
+    assert path.is_symlink(), f"{path} must link to {source.relative_to(ROOT)}, not hold copies"
+    assert not os.readlink(path).startswith("/"), "a relative link, so that any clone resolves it"
+    assert path.resolve() == source.resolve()
 
 
-@pytest.mark.parametrize(
-    ("sources", "copies", "pattern"),
-    [
-        (RULE_SOURCES, CHART / "files" / "rules", "*.rules.yml"),
-        (DASHBOARD_SOURCES, CHART / "files" / "dashboards", "*.json"),
-    ],
-    ids=["rules", "dashboards"],
-)
-def test_chart_copies_match_the_repository_files(sources: list[Path], copies: Path, pattern: str) -> None:
-    for _name, source, copy in _pairs(sources, copies, pattern):
-        assert source is not None, f"{copy} has no source any more: {SYNC}"
-        assert copy is not None, f"{source} is not in the chart: {SYNC}"
-        assert copy.read_bytes() == source.read_bytes(), f"{copy} is stale: {SYNC}"
-
-
-def test_sync_script_check_agrees() -> None:
-    result = subprocess.run(
-        ["bash", str(CHART / "sync-assets"), "--check"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "up to date" in result.stdout
+def test_the_packaged_chart_holds_the_files_themselves(tmp_path: Path) -> None:
+    archive = Path(helm.package(str(CHART), destination=str(tmp_path)))
+    with tarfile.open(archive) as packed:
+        members = {m.name: m for m in packed.getmembers()}
+        for sources, folder in ((RULE_SOURCES, "rules"), (DASHBOARD_SOURCES, "dashboards")):
+            shipped = sorted(n for n in members if n.startswith(f"tether/files/{folder}/"))
+            assert shipped == [f"tether/files/{folder}/{p.name}" for p in sources]
+            for source in sources:
+                member = members[f"tether/files/{folder}/{source.name}"]
+                assert member.isfile(), f"{member.name} is packaged as a link"
+                extracted = packed.extractfile(member)
+                assert extracted is not None
+                assert extracted.read() == source.read_bytes()
 
 
 def test_there_are_rules_and_dashboards_to_ship() -> None:

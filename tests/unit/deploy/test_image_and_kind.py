@@ -93,12 +93,11 @@ def test_kind_script_installs_the_values_the_tests_render() -> None:
 
 def test_kind_script_is_valid_bash() -> None:
     subprocess.run(["bash", "-n", str(KIND_UP)], check=True, timeout=30)
-    subprocess.run(["bash", "-n", str(CHART / "sync-assets")], check=True, timeout=30)
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
 def test_shell_scripts_pass_shellcheck() -> None:
-    subprocess.run(["shellcheck", str(KIND_UP), str(CHART / "sync-assets")], check=True, timeout=60)
+    subprocess.run(["shellcheck", str(KIND_UP)], check=True, timeout=60)
 
 
 def test_readme_kubernetes_section_matches_the_files() -> None:
