@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.util
 import json
 import logging
 import os
@@ -108,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env(os.environ, **vars(args))
+        if settings.k8s_service is not None and importlib.util.find_spec("kubernetes") is None:
+            raise ConfigError("--k8s-service needs the Kubernetes client: pip install 'tether[k8s]'")
     except ConfigError as exc:
         print(f"tether-router: {exc}", file=sys.stderr)
         return 2

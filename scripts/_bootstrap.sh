@@ -44,6 +44,6 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
   spec="."; [[ -n "$EXTRAS" ]] && spec=".[$EXTRAS]"
   log "pip install -e '$spec'"
   python -m pip install -q -e "$spec" 2>&1 | grep -v '^WARNING' || true
-  python -c 'import aiohttp, grpc, openai' || { log "install failed"; exit 1; }
+  python -c 'import aiohttp, grpc' || { log "install failed"; exit 1; }
   touch "$stamp"
 fi

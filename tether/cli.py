@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import signal
 import sys
@@ -136,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = spec_from_args(args, os.environ)
         if not 0 <= args.demo_tool_calls <= 64:
             raise ConfigError("--demo-tool-calls must be in 0..64")
+        if args.demo and importlib.util.find_spec("openai") is None:
+            raise ConfigError("--demo drives the cluster with the openai SDK: pip install 'tether[demo]'")
     except ConfigError as exc:
         parser.error(str(exc))
     options = UpOptions(demo=args.demo, demo_tool_calls=args.demo_tool_calls, serve=args.serve)

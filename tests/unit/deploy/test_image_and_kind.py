@@ -67,11 +67,28 @@ def test_image_exposes_the_chart_default_ports() -> None:
     assert ports == exposed
 
 
-def test_uvloop_and_the_sdk_are_in_the_image() -> None:
+def test_uvloop_the_sdk_and_the_kubernetes_client_are_in_the_image() -> None:
     deps = " ".join(PYPROJECT["project"]["dependencies"])
     assert "uvloop" in deps
-    assert "openai" in deps  # the smoke test runs in the same image
-    assert "import uvloop, openai" in DOCKERFILE
+    (image_extras,) = re.findall(r'^ARG IMAGE_EXTRAS="([\w,]+)"$', DOCKERFILE, flags=re.MULTILINE)
+    installed = " ".join(
+        d for e in image_extras.split(",") for d in PYPROJECT["project"]["optional-dependencies"][e]
+    )
+    assert "openai" in installed  # the chart's smoke test runs in the same image
+    assert "kubernetes" in installed  # the router's --k8s-service
+    assert '"${IMAGE_EXTRAS}" "${TETHER_EXTRAS}"' in DOCKERFILE
+    assert "import uvloop, openai, kubernetes" in DOCKERFILE
+
+
+def test_openai_and_kubernetes_are_extras_not_base_dependencies() -> None:
+    base = " ".join(PYPROJECT["project"]["dependencies"])
+    assert "openai" not in base.replace("bpe-openai", "")
+    assert "kubernetes" not in base
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert any(d.startswith("openai") for d in extras["demo"])
+    assert any(d.startswith("kubernetes") for d in extras["k8s"])
+    demo = (ROOT / "scripts" / "demo").read_text()
+    assert 'TETHER_EXTRAS="demo"' in demo  # ./scripts/demo installs the SDK its agent run uses
 
 
 def test_kind_maps_the_router_node_port_to_the_host() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from tether.cli import build_parser, main, spec_from_args
@@ -54,3 +56,16 @@ def test_bad_invocations_exit_with_status_2(argv: list[str], capsys: pytest.Capt
         main(argv)
     assert caught.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_the_demo_without_the_sdk_exits_2_before_starting_anything(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "openai" else real(name, *a)
+    )
+    with pytest.raises(SystemExit) as caught:
+        main(["up", "--demo"])
+    assert caught.value.code == 2
+    assert "pip install 'tether[demo]'" in capsys.readouterr().err
