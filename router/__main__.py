@@ -49,8 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--k8s-namespace", help="namespace of --k8s-service (default: the pod's own)")
     add("--k8s-port-name", help="port name in the EndpointSlices (default: the first port)")
     add("--k8s-api-url", help="Kubernetes API URL (e.g. kubectl proxy); default: in-cluster or kubeconfig")
-    add("--session-header", help="header carrying the routing key (default X-Session-Id)")
-    add("--session-query", help="query parameter carrying the routing key (default session_id)")
+    add(
+        "--routing-keys",
+        help="where the routing key is read from, first found wins: header:NAME and query:NAME, "
+        "comma-separated (default: the session headers of Codex, OpenCode, Claude Code and Tether, "
+        "then query:session_id)",
+    )
     add("--bounded-load", type=float, help="bounded-load factor c > 1 (default: off)")
     add("--connect-timeout", type=float, help="seconds to connect to a box (default 2)")
     add("--head-timeout", type=float, help="seconds to receive a request head (default 10)")

@@ -1,8 +1,9 @@
 """Settings of one router process, from `TETHER_ROUTER_<NAME>` environment variables; CLI flags override.
 
 Exactly one membership source: `boxes` (static `name=host:port[@weight],...`), `dns` (`name:port`, the A/AAAA
-records of a headless Service, polled) or `k8s_service` (an EndpointSlice watch). Bad values raise
-ConfigError at startup, naming the variable.
+records of a headless Service, polled) or `k8s_service` (an EndpointSlice watch). `routing_keys` is the
+ordered list of places the routing key is read from (`header:NAME` and `query:NAME`, first non-empty one
+wins; see docs/routing.md). Bad values raise ConfigError at startup, naming the variable.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Literal
 
 from router.core.errors import ConfigError
 from router.core.hashring import DEFAULT_VNODES, MAX_POINTS
+from router.core.head import DEFAULT_ROUTING_KEYS, KeySpec, parse_routing_keys
 from router.core.membership import Member, parse_boxes, parse_host_port
 
 __all__ = ["ENV_PREFIX", "LogFormat", "Settings"]
@@ -21,7 +23,7 @@ __all__ = ["ENV_PREFIX", "LogFormat", "Settings"]
 ENV_PREFIX = "TETHER_ROUTER_"
 LogFormat = Literal["text", "json"]
 _SOURCES = ("boxes", "dns", "k8s_service")
-_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_REPLACED = {"SESSION_HEADER": "header:NAME", "SESSION_QUERY": "query:NAME"}  # by routing_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +42,7 @@ class Settings:
     k8s_port_name: str | None = None  # None: the first port of each slice
     k8s_api_url: str | None = None  # None: in-cluster config, else kubeconfig; set for `kubectl proxy`
     k8s_watch_timeout: float = 300.0
-    session_header: str = "X-Session-Id"
-    session_query: str = "session_id"
+    routing_keys: str = DEFAULT_ROUTING_KEYS
     bounded_load: float | None = None  # c > 1 enables bounded loads; None: off
     vnodes: int = DEFAULT_VNODES
     max_head_bytes: int = 32 * 1024
@@ -69,18 +70,10 @@ class Settings:
             parse_boxes(self.boxes)
         if self.dns:
             parse_host_port(self.dns)
-        _check(
-            bool(self.session_header) and set(self.session_header) <= _TCHAR,
-            "session_header",
-            self.session_header,
-            "an HTTP header name",
-        )
-        _check(
-            bool(self.session_query) and self.session_query.isprintable(),
-            "session_query",
-            self.session_query,
-            "a query parameter name",
-        )
+        try:
+            parse_routing_keys(self.routing_keys)
+        except ConfigError as exc:
+            raise ConfigError(f"{ENV_PREFIX}ROUTING_KEYS={self.routing_keys!r}: {exc}") from None
         bounded = self.bounded_load
         _check(
             bounded is None or (math.isfinite(bounded) and bounded > 1),
@@ -117,6 +110,12 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: object) -> Settings:
         """Settings from `TETHER_ROUTER_*` variables; keyword `overrides` (CLI flags, None: not given) win."""
+        for old, entry in _REPLACED.items():
+            if environ.get(ENV_PREFIX + old, "").strip():
+                raise ConfigError(
+                    f"{ENV_PREFIX}{old} was replaced by {ENV_PREFIX}ROUTING_KEYS, an ordered list of "
+                    f"header:NAME and query:NAME entries (put {entry} in it)"
+                )
         values: dict[str, object] = {}
         for field in fields(cls):
             raw = environ.get(ENV_PREFIX + field.name.upper())
@@ -133,6 +132,10 @@ class Settings:
         if unknown:
             raise ConfigError(f"unknown settings: {sorted(unknown)}")
         return cls(**values)  # type: ignore[arg-type]
+
+    def key_sources(self) -> tuple[KeySpec, ...]:
+        """The routing key sources, in the order tried."""
+        return parse_routing_keys(self.routing_keys)
 
     def static_members(self) -> tuple[Member, ...]:
         """The static member list (`boxes`), or () for the other sources."""

@@ -3,8 +3,10 @@
 The shell buffers bytes until `find_head_end` reports the blank line (or the size limit is hit) and hands the
 head to `parse_head`, which validates it strictly (RFC 9112: request line, token header names, no obs-fold,
 no bare CR/LF, one Host on HTTP/1.1, no Content-Length together with Transfer-Encoding) and raises BadHead.
-`routing_key` then picks the key (configured header, then a query parameter) and `mode_of` tells a WebSocket
-upgrade from plain HTTP.
+`routing_key` then picks the key from an ordered list of sources (`parse_routing_keys`: headers and query
+parameters, first non-empty one wins; `DEFAULT_ROUTING_KEYS` lists what agents send) and `mode_of` tells a
+WebSocket upgrade from plain HTTP. Header names are tokens, so `session_id` (with an underscore, as Codex
+sends it) is a valid name.
 
 Plain-HTTP keep-alive: the router routes every request on its own head by forwarding exactly one request per
 client connection — `close_after_one` rewrites the head to `Connection: close`, so the box answers and
@@ -23,11 +25,13 @@ from hashlib import blake2b
 from typing import Literal
 from urllib.parse import parse_qsl
 
-from router.core.errors import BadHead
+from router.core.errors import BadHead, ConfigError
 
 __all__ = [
+    "DEFAULT_ROUTING_KEYS",
     "HEAD_END",
     "KeySource",
+    "KeySpec",
     "Mode",
     "RequestHead",
     "RoutingKey",
@@ -36,6 +40,7 @@ __all__ = [
     "key_digest",
     "mode_of",
     "parse_head",
+    "parse_routing_keys",
     "routing_key",
 ]
 
@@ -46,7 +51,16 @@ _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghi
 _VERSIONS = frozenset({"HTTP/1.1", "HTTP/1.0"})
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection"})
 
+MAX_ROUTING_KEYS = 16
 KeySource = Literal["header", "query", "none"]
+
+# Where agents put their session id, in the order tried: the Codex CLI (`session-id`, and `session_id` in
+# some of its versions), OpenCode (`x-session-affinity`), Claude Code (`x-claude-code-session-id`), Tether's
+# own clients (`X-Session-Id`), then the query parameter for clients that cannot set headers.
+DEFAULT_ROUTING_KEYS = (
+    "header:session-id,header:session_id,header:x-session-affinity,header:x-claude-code-session-id,"
+    "header:X-Session-Id,query:session_id"
+)
 
 
 class Mode(StrEnum):
@@ -77,6 +91,18 @@ class RequestHead:
         """Every value of header `name` (case-insensitive), in order."""
         wanted = name.lower()
         return [value for key, value in self.headers if key.lower() == wanted]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """One place a routing key may come from: a header (`name` compared case-insensitively) or a query
+    parameter (exact name)."""
+
+    source: Literal["header", "query"]
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,22 +193,60 @@ def mode_of(head: RequestHead) -> Mode:
     return Mode.HTTP
 
 
-def routing_key(head: RequestHead, header: str, query_param: str) -> RoutingKey:
-    """The routing key: header `header` if present and non-empty, else query parameter `query_param`."""
-    value = head.get(header)
-    if value:
-        return RoutingKey(value, "header")
-    _, question, query = head.target.partition("?")
-    if question and query_param:
-        query = query.partition("#")[0]
-        try:
-            fields = parse_qsl(query, max_num_fields=MAX_QUERY_FIELDS, errors="replace")
-        except ValueError as exc:
-            raise BadHead(f"too many query fields (limit {MAX_QUERY_FIELDS})") from exc
-        for name, field in fields:
-            if name == query_param and field:
-                return RoutingKey(field, "query")
+def parse_routing_keys(text: str) -> tuple[KeySpec, ...]:
+    """Parse an ordered, comma-separated list of `header:NAME` and `query:NAME` entries (at least one, at
+    most MAX_ROUTING_KEYS, no repeats). Raises ConfigError naming the bad entry."""
+    specs: list[KeySpec] = []
+    seen: set[tuple[str, str]] = set()
+    for entry in (part.strip() for part in text.split(",")):
+        source, colon, name = entry.partition(":")
+        if not colon or source not in ("header", "query"):
+            raise ConfigError(f"routing key source {entry!r}: expected header:NAME or query:NAME")
+        if source == "header" and not (name and set(name) <= _TCHAR):
+            raise ConfigError(f"routing key source {entry!r}: {name!r} is not an HTTP header name")
+        if source == "query" and not (name and name.isprintable() and not any(c in name for c in " &=#")):
+            raise ConfigError(f"routing key source {entry!r}: {name!r} is not a query parameter name")
+        folded = (source, name.lower() if source == "header" else name)
+        if folded in seen:
+            raise ConfigError(f"routing key source {entry!r} is listed twice")
+        seen.add(folded)
+        specs.append(KeySpec("header" if source == "header" else "query", name))
+    if len(specs) > MAX_ROUTING_KEYS:
+        raise ConfigError(f"more than {MAX_ROUTING_KEYS} routing key sources")
+    return tuple(specs)
+
+
+def routing_key(head: RequestHead, sources: tuple[KeySpec, ...]) -> RoutingKey:
+    """The routing key: the first of `sources`, in order, that the request carries with a non-empty value
+    (a header's first value; a query parameter's first non-empty value)."""
+    headers: dict[str, str] | None = None
+    fields: list[tuple[str, str]] | None = None
+    for spec in sources:
+        if spec.source == "header":
+            if headers is None:
+                headers = {}
+                for name, value in head.headers:
+                    headers.setdefault(name.lower(), value)
+            found = headers.get(spec.name.lower())
+            if found:
+                return RoutingKey(found, "header")
+        else:
+            if fields is None:
+                fields = _query_fields(head.target)
+            for name, field in fields:
+                if name == spec.name and field:
+                    return RoutingKey(field, "query")
     return RoutingKey(None, "none")
+
+
+def _query_fields(target: str) -> list[tuple[str, str]]:
+    _, question, query = target.partition("?")
+    if not question:
+        return []
+    try:
+        return parse_qsl(query.partition("#")[0], max_num_fields=MAX_QUERY_FIELDS, errors="replace")
+    except ValueError as exc:
+        raise BadHead(f"too many query fields (limit {MAX_QUERY_FIELDS})") from exc
 
 
 def close_after_one(raw: bytes) -> bytes:

@@ -38,8 +38,7 @@ def ring_description(router: Router, ring: HashRing, shares: Mapping[str, float]
         "vnodes_per_weight": ring.vnodes_per_weight,
         "members": members,
         "bounded_load": router.settings.bounded_load,
-        "session_header": router.settings.session_header,
-        "session_query": router.settings.session_query,
+        "routing_keys": [str(spec) for spec in router.key_sources],
     }
 
 

@@ -54,6 +54,7 @@ class Router:
             send_timeout=settings.send_timeout,
             idle_timeout=settings.idle_timeout,
         )
+        self.key_sources = settings.key_sources()
         self.metrics = RouterMetrics(registry, live=lambda: self.connections)
         self.ring = HashRing((), vnodes=settings.vnodes)
         self.members: dict[str, Member] = {}
@@ -241,7 +242,7 @@ class Router:
         try:
             if not self.ring.members:
                 raise EmptyRing("no API box is known yet")
-            key = routing_key(head, self.settings.session_header, self.settings.session_query)
+            key = routing_key(head, self.key_sources)
             first = raw if mode is Mode.WS else close_after_one(raw)
             for attempt, name in enumerate(self._candidates(key.key)):
                 if attempt >= self.settings.connect_attempts or not conn.connecting:

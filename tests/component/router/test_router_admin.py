@@ -53,6 +53,7 @@ async def test_admin_endpoints(boxes: StartBoxes, routers: StartRouter) -> None:
         assert [m["vnodes"] for m in ring["members"]] == [8192, 16384]
         assert abs(sum(m["share"] for m in ring["members"]) - 1) < 1e-4
         assert ring["members"][0]["address"] == f"127.0.0.1:{started[0].port}"
+        assert ring["routing_keys"][-2:] == ["header:X-Session-Id", "query:session_id"]
         async with session.get(f"{admin}/livez") as response:
             assert response.status == 200
         async with session.get(f"{admin}/readyz") as response:

@@ -94,6 +94,41 @@ async def test_each_http_request_is_routed_on_its_own_head(boxes: StartBoxes, ro
     assert metric(running, "tether_router_routed_total", mode="http", key_source="header") == 15
 
 
+@pytest.mark.parametrize(
+    "header", ["session-id", "session_id", "x-session-affinity", "x-claude-code-session-id", "X-Session-Id"]
+)
+async def test_every_agent_session_header_routes_by_default(
+    boxes: StartBoxes, routers: StartRouter, header: str
+) -> None:
+    """The default routing keys: the session headers of Codex, OpenCode, Claude Code and Tether's clients
+    (`session_id` with its underscore included) pin a session to its key's owner, ahead of the query."""
+    started = await boxes(3)
+    running = await routers(router_settings(",".join(b.spec for b in started)))
+    ring = running.router.ring
+    for i in range(6):
+        key = f"agent-{i}"
+        request = post("/v1/responses?session_id=elsewhere", b"{}", f"{header}: {key}\r\n")
+        response = await raw_exchange(running.port, request)
+        assert json.loads(response.partition(b"\r\n\r\n")[2])["box"] == ring.lookup(key)
+    assert metric(running, "tether_router_routed_total", mode="http", key_source="header") == 6
+
+
+async def test_routing_keys_are_configurable(boxes: StartBoxes, routers: StartRouter) -> None:
+    started = await boxes(3)
+    spec = ",".join(b.spec for b in started)
+    running = await routers(router_settings(spec, routing_keys="query:sid,header:X-Tenant-Session"))
+    ring = running.router.ring
+    for i in range(6):
+        request = post(f"/v1/responses?sid=q{i}", b"{}", f"X-Tenant-Session: h{i}\r\nX-Session-Id: no\r\n")
+        response = await raw_exchange(running.port, request)
+        assert json.loads(response.partition(b"\r\n\r\n")[2])["box"] == ring.lookup(f"q{i}")
+        request = post("/v1/responses", b"{}", f"X-Tenant-Session: h{i}\r\nX-Session-Id: no\r\n")
+        response = await raw_exchange(running.port, request)
+        assert json.loads(response.partition(b"\r\n\r\n")[2])["box"] == ring.lookup(f"h{i}")
+    assert metric(running, "tether_router_routed_total", mode="http", key_source="query") == 6
+    assert metric(running, "tether_router_routed_total", mode="http", key_source="header") == 6
+
+
 async def test_http_byte_counters_are_exact(boxes: StartBoxes, routers: StartRouter) -> None:
     started = await boxes(1)
     running = await routers(router_settings(started[0].spec))

@@ -22,6 +22,7 @@ from chart_render import (
 from helm_python import HelmError
 
 from api_box.core.auth import hash_key, parse_keys_file
+from router.config import Settings as RouterSettings
 
 COMPONENTS = ("router", "api-box", "worker")
 FILE_IDS = [v or "defaults" for v in VALUE_FILES]
@@ -314,9 +315,48 @@ def test_smoke_test_goes_through_the_router_service() -> None:
         env["TETHER_SMOKE_BASE_URL"]
         == f"http://{svc['metadata']['name']}.{NAMESPACE}.svc.cluster.local:{port}/v1"
     )
-    assert env["TETHER_SMOKE_SESSION_HEADER"] == "X-Session-Id"
+    assert env["TETHER_SMOKE_SESSION_HEADER"] == "session-id"  # the first header the router routes on
     tenants = parse_keys_file(r.of_kind("Secret")[0]["stringData"]["keys"])
     assert hash_key(env["TETHER_SMOKE_API_KEY"]) in tenants
+
+
+def _router_env(values: dict[str, Any]) -> dict[str, str]:
+    (router,) = containers(render_values(values).workload("router"))
+    return {e["name"]: e["value"] for e in router["env"] if "value" in e}
+
+
+def _smoke_header(values: dict[str, Any]) -> str:
+    r = render_values(values)
+    pod = next(p for p in r.of_kind("Pod") if p["metadata"]["annotations"]["helm.sh/hook"] == "test")
+    return next(
+        e["value"] for e in pod["spec"]["containers"][0]["env"] if e["name"].endswith("SESSION_HEADER")
+    )
+
+
+def test_routing_keys_reach_the_router_in_order() -> None:
+    defaults = RouterSettings.from_env({**_router_env({}), "TETHER_ROUTER_BOXES": "a=h:1"})
+    assert [str(spec) for spec in defaults.key_sources()] == [
+        "header:session-id",
+        "header:session_id",
+        "header:x-session-affinity",
+        "header:x-claude-code-session-id",
+        "header:X-Session-Id",
+        "query:session_id",
+    ]
+    values = {"router": {"routingKeys": ["query:sid", "header:X-Tenant-Session"]}}
+    custom = RouterSettings.from_env({**_router_env(values), "TETHER_ROUTER_BOXES": "a=h:1"})
+    assert [str(spec) for spec in custom.key_sources()] == ["query:sid", "header:X-Tenant-Session"]
+    assert _smoke_header(values) == "X-Tenant-Session"
+    assert _smoke_header({"router": {"routingKeys": ["query:sid"]}}) == "X-Session-Id"
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [[], ["X-Session-Id"], ["cookie:sid"], ["header:bad name"], ["query:a=b"], ["header:a", "header:a"]],
+)
+def test_bad_routing_keys_fail_the_schema(keys: list[str]) -> None:
+    with pytest.raises(HelmError, match="routingKeys"):
+        render_values({"router": {"routingKeys": keys}})
 
 
 # ---------------------------------------------------------------- NetworkPolicy graph

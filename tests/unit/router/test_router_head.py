@@ -6,16 +6,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.core.errors import BadHead
+from router.core.errors import BadHead, ConfigError
 from router.core.head import (
+    DEFAULT_ROUTING_KEYS,
+    KeySpec,
     Mode,
     close_after_one,
     find_head_end,
     key_digest,
     mode_of,
     parse_head,
+    parse_routing_keys,
     routing_key,
 )
+
+DEFAULT = parse_routing_keys(DEFAULT_ROUTING_KEYS)
 
 WS_HEAD = (
     b"GET /v1/responses HTTP/1.1\r\n"
@@ -44,14 +49,14 @@ def test_parses_a_websocket_upgrade() -> None:
     assert head.get("x-session-id") == "sess-42"
     assert head.get("missing") is None
     assert mode_of(head) is Mode.WS
-    key = routing_key(head, "X-Session-Id", "session_id")
+    key = routing_key(head, DEFAULT)
     assert (key.key, key.source) == ("sess-42", "header")
 
 
 def test_post_routes_on_the_query_parameter_and_is_http() -> None:
     head = parse_head(POST_HEAD)
     assert mode_of(head) is Mode.HTTP
-    key = routing_key(head, "X-Session-Id", "session_id")
+    key = routing_key(head, DEFAULT)
     assert (key.key, key.source) == ("q-7", "query")
 
 
@@ -69,20 +74,81 @@ def test_post_routes_on_the_query_parameter_and_is_http() -> None:
 def test_routing_key_sources(target: str, header: str, expected: tuple[str | None, str]) -> None:
     extra = f"X-Session-Id: {header}\r\n" if header else "X-Session-Id:\r\n"
     head = parse_head(f"GET {target} HTTP/1.1\r\nHost: h\r\n{extra}\r\n".encode())
-    key = routing_key(head, "x-session-id", "session_id")
+    key = routing_key(head, DEFAULT)
     assert (key.key, key.source) == expected
 
 
 def test_custom_header_name() -> None:
     head = parse_head(b"GET / HTTP/1.1\r\nHost: h\r\nX-Tenant-Session: t1\r\nX-Session-Id: no\r\n\r\n")
-    assert routing_key(head, "X-Tenant-Session", "session_id").key == "t1"
+    assert routing_key(head, parse_routing_keys("header:X-Tenant-Session")).key == "t1"
+
+
+AGENT_HEADERS = [
+    ("session-id", "codex"),
+    ("session_id", "codex-underscore"),
+    ("x-session-affinity", "opencode"),
+    ("x-claude-code-session-id", "claude-code"),
+    ("X-Session-Id", "tether"),
+]
+
+
+@pytest.mark.parametrize(("header", "value"), AGENT_HEADERS)
+def test_each_agent_header_routes_by_default(header: str, value: str) -> None:
+    """Header names are tokens: `session_id`, with its underscore, parses like any other."""
+    head = parse_head(f"GET /v1/responses HTTP/1.1\r\nHost: h\r\n{header}: {value}\r\n\r\n".encode())
+    assert head.headers[1] == (header, value)
+    key = routing_key(head, DEFAULT)
+    assert (key.key, key.source) == (value, "header")
+
+
+def test_the_first_source_in_the_list_wins_whatever_the_header_order() -> None:
+    lines = "".join(f"{name}: {value}\r\n" for name, value in reversed(AGENT_HEADERS))
+    for skip in range(len(AGENT_HEADERS)):
+        present = "".join(f"{name}: {value}\r\n" for name, value in reversed(AGENT_HEADERS[skip:]))
+        head = parse_head(f"GET /v1/responses?session_id=q HTTP/1.1\r\nHost: h\r\n{present}\r\n".encode())
+        assert routing_key(head, DEFAULT).key == AGENT_HEADERS[skip][1]
+    head = parse_head(f"GET /?session_id=q HTTP/1.1\r\nHost: h\r\n{lines}\r\n".encode())
+    query_first = parse_routing_keys("query:session_id,header:session-id")
+    assert (routing_key(head, query_first).key, routing_key(head, query_first).source) == ("q", "query")
+
+
+def test_empty_values_fall_through_to_the_next_source() -> None:
+    head = parse_head(b"GET /?session_id=q HTTP/1.1\r\nHost: h\r\nsession-id:\r\nX-Session-Id: x\r\n\r\n")
+    assert routing_key(head, DEFAULT).key == "x"
+
+
+def test_routing_key_sources_parse_in_order() -> None:
+    specs = parse_routing_keys(" header:A-B , query:sid,header:c_d ")
+    assert specs == (KeySpec("header", "A-B"), KeySpec("query", "sid"), KeySpec("header", "c_d"))
+    assert [str(spec) for spec in specs] == ["header:A-B", "query:sid", "header:c_d"]
+    assert [str(spec) for spec in DEFAULT] == DEFAULT_ROUTING_KEYS.split(",")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "X-Session-Id",  # no source
+        "cookie:sid",
+        "header:",
+        "header:bad name",
+        "header:a,header:A",  # header names are case-insensitive: listed twice
+        "query:a=b",
+        "query:",
+        ",".join(f"header:h{i}" for i in range(17)),
+    ],
+)
+def test_bad_routing_key_sources_are_refused(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_routing_keys(text)
 
 
 def test_too_many_query_fields_is_a_bad_head() -> None:
     target = "/?" + "&".join(f"f{i}=1" for i in range(100))
     head = parse_head(f"GET {target} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
     with pytest.raises(BadHead):
-        routing_key(head, "X-Session-Id", "session_id")
+        routing_key(head, DEFAULT)
+    assert routing_key(head, parse_routing_keys("header:X-Session-Id")).source == "none"  # never parsed
 
 
 @pytest.mark.parametrize(
@@ -128,7 +194,7 @@ def test_any_bytes_parse_or_raise_bad_head(raw: bytes) -> None:
         head = parse_head(raw + b"\r\n\r\n")
     except BadHead:
         return
-    routing_key(head, "X-Session-Id", "session_id")
+    routing_key(head, DEFAULT)
     mode_of(head)
 
 
