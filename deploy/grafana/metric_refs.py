@@ -5,8 +5,8 @@ three sides of it without any Prometheus server:
 
 - ``catalog(root)``: every metric of the catalog, with its type and label vocabulary;
 - ``dashboard_queries(root)`` / ``rule_queries(root)``: every PromQL expression of a dashboard or a rule;
-- ``selectors_of(expr)``: the metric selectors of one expression (a small PromQL scanner, not a parser:
-  it knows strings, label matchers, ranges, grouping clauses, keywords, numbers and Grafana variables).
+- ``selectors_of(expr)``: the metric selectors of one expression, read by a PromQL parser
+  (``promql-parser``, the Rust parser's Python bindings, in the ``deploy`` and ``test`` extras).
 
 ``referenced_series(root)`` is what a drift test needs: the sample names (``x_bucket``, ``x_total``, ...)
 queried anywhere, each with the files that query it, recording-rule outputs left out. A live test
@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import promql_parser
 import yaml
+from promql_parser import MatchOp
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = Path("deploy/grafana/dashboards")
@@ -131,89 +133,53 @@ def catalog_series(entries: dict[str, CatalogEntry]) -> dict[str, CatalogEntry]:
     return {series: entry for entry in entries.values() for series in entry.series()}
 
 
-# ---------------------------------------------------------------------------------------- PromQL scan
+# ---------------------------------------------------------------------------------------- PromQL
 
-_KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "atan2", "inf", "nan", "start", "end"})
-_LABEL_LISTS = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right"})
-_AGGREGATIONS = frozenset(
-    {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk"}
-    | {"quantile", "limitk", "limit_ratio"}
-)
-_TOKEN = re.compile(
-    r"""
-    (?P<space>\s+)
-  | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)
-  | (?P<var>\$\{[^}]*\}|\$\w+)
-  | (?P<range>\[[^\]]*\])
-  | (?P<duration>(?:\d+(?:ms|s|m|h|d|w|y))+\b)
-  | (?P<number>0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
-  | (?P<ident>[A-Za-z_:][A-Za-z0-9_:]*)
-  | (?P<braces>\{(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^{}"'])*\})
-  | (?P<other>.)
-    """,
-    re.VERBOSE | re.DOTALL,
-)
-_MATCHER = re.compile(r"""\s*([A-Za-z_]\w*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')\s*,?""")
-
-
-def _tokens(expr: str) -> list[tuple[str, str]]:
-    return [
-        (kind, match.group())
-        for match in _TOKEN.finditer(expr)
-        if (kind := match.lastgroup or "other") != "space"
-    ]
-
-
-def _matchers(braces: str) -> tuple[tuple[str, str, str], ...]:
-    body, found, pos = braces[1:-1], [], 0
-    while pos < len(body):
-        match = _MATCHER.match(body, pos)
-        if match is None:
-            raise ValueError(f"cannot read label matchers {braces!r}")
-        label, op, quoted = match.groups()
-        found.append((label, op, quoted[1:-1]))
-        pos = match.end()
-    return tuple(found)
+_OPS = (
+    (MatchOp.Equal, "="),
+    (MatchOp.NotEqual, "!="),
+    (MatchOp.Re, "=~"),
+    (MatchOp.NotRe, "!~"),
+)  # unhashable
+_RANGE = re.compile(r"\[[^\]]*\]")
+_GRAFANA_VARIABLE = re.compile(r"\$\{[^}]*\}|\$\w+")
+_SOME_DURATION = "5m"
 
 
 def selectors_of(expr: str) -> list[Selector]:
     """The metric selectors of a PromQL expression, in order of appearance.
 
-    Function and aggregation names (an identifier followed by ``(``), keywords, grouping label lists,
-    strings, numbers, durations, ranges and Grafana variables are skipped.
+    The expression is parsed by promql-parser (Python bindings of the Rust PromQL parser); Grafana
+    variables in ranges and subqueries (``[$__rate_interval]``, ``[${__range}]``) are read as a fixed
+    duration first, since PromQL has no variables. A selector named only by ``{__name__="x"}`` is ``x``.
+    Raises ValueError for an expression that does not parse or a selector without a metric name.
     """
-    tokens, found, i = _tokens(expr), [], 0
-    while i < len(tokens):
-        kind, text = tokens[i]
-        following = tokens[i + 1] if i + 1 < len(tokens) else ("", "")
-        if kind == "ident" and text in _LABEL_LISTS and following[1] == "(":
-            i = _skip_parens(tokens, i + 1)
-            continue
-        if kind == "ident" and _is_metric_name(text, following):
-            has_matchers = following[0] == "braces"
-            found.append(Selector(text, _matchers(following[1]) if has_matchers else ()))
-            i += 2 if has_matchers else 1
-            continue
-        if kind == "braces":
-            raise ValueError(f"selector without a metric name in {expr!r}")
-        i += 1
+    text = _RANGE.sub(lambda bracket: _GRAFANA_VARIABLE.sub(_SOME_DURATION, bracket.group()), expr)
+    try:
+        tree = promql_parser.parse(text)
+    except ValueError as exc:
+        raise ValueError(f"cannot parse {expr!r}: {exc}") from None
+    found: list[Selector] = []
+
+    def visit(node: promql_parser.Expr) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            found.append(_selector(node, expr))
+
+    promql_parser.walk(tree, visit)
     return found
 
 
-def _is_metric_name(text: str, following: tuple[str, str]) -> bool:
-    if following[1] == "(" or text.lower() in _KEYWORDS or text in _LABEL_LISTS:
-        return False  # a function call, a keyword, or group_left/group_right without a label list
-    return not (text in _AGGREGATIONS and following[1] in ("by", "without"))  # sum by (le) (...)
+def _op(op: MatchOp) -> str:
+    return next(text for known, text in _OPS if op == known)
 
 
-def _skip_parens(tokens: list[tuple[str, str]], i: int) -> int:
-    """Index just past the parenthesised list starting at tokens[i] == '('."""
-    depth = 0
-    for j in range(i, len(tokens)):
-        depth += {"(": 1, ")": -1}.get(tokens[j][1], 0)
-        if depth == 0:
-            return j + 1
-    raise ValueError("unbalanced parentheses")
+def _selector(node: promql_parser.VectorSelector, expr: str) -> Selector:
+    groups = [node.matchers.matchers, *node.matchers.or_matchers]
+    matchers = tuple((m.name, _op(m.op), m.value) for group in groups for m in group)
+    name = node.name or next((v for label, op, v in matchers if label == "__name__" and op == "="), None)
+    if name is None:
+        raise ValueError(f"selector without a metric name in {expr!r}")
+    return Selector(name, tuple(m for m in matchers if m[0] != "__name__"))
 
 
 # ---------------------------------------------------------------------------------------- sources

@@ -6,6 +6,8 @@ with the system tests; this one holds the assets to the catalog.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from prometheus_client.utils import floatToGoString
 
@@ -115,10 +117,21 @@ def test_selectors_of_finds_metric_names_only(expr: str, names: list[str]) -> No
 
 def test_selectors_of_reads_matchers() -> None:
     (selector,) = selectors_of(r'x{a="1", b=~"p|q", c!="it\"s", d!~"r"}')
-    assert selector.matchers == (("a", "=", "1"), ("b", "=~", "p|q"), ("c", "!=", 'it\\"s'), ("d", "!~", "r"))
+    assert selector.matchers == (("a", "=", "1"), ("b", "=~", "p|q"), ("c", "!=", 'it"s'), ("d", "!~", "r"))
+    assert selectors_of('{__name__="y", e="2"}') == [Selector("y", (("e", "=", "2"),))]
+    (either,) = selectors_of('z{f="1" or g="2"}')
+    assert either.matchers == (("f", "=", "1"), ("g", "=", "2"))
 
 
-@pytest.mark.parametrize("expr", ['{__name__="x"}', "x{a=1}"])
-def test_selectors_of_rejects_what_it_cannot_attribute(expr: str) -> None:
-    with pytest.raises(ValueError, match=r"selector|matchers"):
+@pytest.mark.parametrize(
+    ("expr", "why"),
+    [
+        ('{__name__=~"x.*"}', "selector without a metric name"),
+        ("x{a=1}", "cannot parse"),
+        ("sum(rate(x[5m])", "cannot parse"),
+        ("rate(x[$__range]) > $threshold", "cannot parse"),  # variables stand only for durations
+    ],
+)
+def test_selectors_of_rejects_what_it_cannot_attribute(expr: str, why: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(why)):
         selectors_of(expr)
