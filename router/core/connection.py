@@ -11,7 +11,9 @@ the shell arms one timer for `deadline` and calls `on_timer` when it fires.
          refusal, no box
 
 Deadlines (`deadline` is the earliest that is set):
-- head:   HEAD must end within `head_timeout` of the accept, however active the client (slowloris).
+- head:   HEAD must end within `head_timeout` of the accept, however active the client (slowloris). A
+          connection accepted over the router's limit (`refusal`) reads its head for at most
+          `linger_seconds`, only so that its refusal can tell a WebSocket upgrade (426) from plain HTTP.
 - linger: after an error response the client's bytes are read and dropped for `linger_seconds` (or until
           `linger_bytes` were dropped) before the close, so that no reset destroys the response.
 - stall:  a client whose write buffer stays full (`client_paused`) for `send_timeout` is dropped; a partial
@@ -107,18 +109,22 @@ class Connection:
         "_stall_at",
         "_upstream_eof",
         "mode",
+        "refusal",
         "state",
     )
 
-    def __init__(self, limits: Limits, now: float) -> None:
-        """A connection accepted at `now`."""
+    def __init__(self, limits: Limits, now: float, refusal: RouterError | None = None) -> None:
+        """A connection accepted at `now`. With `refusal` (the router is at its limit) its head is read
+        only to answer with the refusal."""
         self._limits = limits
         self.state = State.HEAD
+        self.refusal = refusal
         self.mode: Mode | None = None  # known once the head was read
         self._buffer = bytearray()
         self._searched = 0  # bytes of the buffer searched for the head's end
         self._dropped = 0  # bytes read and dropped while lingering
-        self._head_at: float | None = now + limits.head_timeout
+        budget = limits.head_timeout if refusal is None else min(limits.head_timeout, limits.linger_seconds)
+        self._head_at: float | None = now + budget
         self._linger_at: float | None = None
         self._stall_at: float | None = None
         self._flush_at: float | None = None
@@ -148,7 +154,7 @@ class Connection:
         """Bytes from the client before or after relaying (the shell forwards relayed bytes itself).
 
         HEAD: buffered until the head ends: HeadRead then (CONNECTING), or Reject for a head that is too
-        large or malformed. CONNECTING: kept for after the head
+        large or malformed, and for any head of a refused connection. CONNECTING: kept for after the head
         (`take_early`). LINGER: dropped; CLOSE once `linger_bytes` were dropped."""
         if self.state is State.HEAD:
             return self._head(data)
@@ -165,7 +171,7 @@ class Connection:
         limit = self._limits.max_head_bytes
         end = find_head_end(self._buffer, self._searched)
         if end > limit or (end < 0 and len(self._buffer) > limit):
-            return Reject(HeadTooLarge(f"the request head exceeds {limit} bytes"))
+            return Reject(self.refusal or HeadTooLarge(f"the request head exceeds {limit} bytes"))
         if end < 0:
             self._searched = len(self._buffer)
             return Do.NOTHING
@@ -173,8 +179,10 @@ class Connection:
         try:
             head = parse_head(raw)
         except RouterError as exc:
-            return Reject(exc)
+            return Reject(self.refusal or exc)
         self.mode = mode_of(head)
+        if self.refusal is not None:
+            return Reject(self.refusal)
         self._buffer = bytearray(rest)  # forwarded right after the head (`take_early`)
         self.state = State.CONNECTING
         self._head_at = None
@@ -249,7 +257,7 @@ class Connection:
         if self._head_at is not None and now >= self._head_at:
             self._head_at = None
             limit = self._limits.head_timeout
-            return Reject(HeadTimeout(f"no complete request head within {limit} s"))
+            return Reject(self.refusal or HeadTimeout(f"no complete request head within {limit} s"))
         if self._linger_at is not None and now >= self._linger_at:
             self._linger_at = None
             return Do.CLOSE

@@ -2,14 +2,19 @@
 `tether_router_rejected_total`; `router/io/errors.py:error_response` is the one function that turns them into
 bytes on the wire. Every one of them is raised before a single byte reached a box.
 
-    RouterError              500  internal        (base; anything unexpected)
-    ├── BadHead              400  malformed       the request head is not valid HTTP/1.1
-    ├── HeadTooLarge         431  head_too_large  no end of head within the size limit
-    ├── HeadTimeout          408  head_timeout    the head did not arrive in time (slowloris)
-    ├── Overloaded           503  overloaded      the router holds its maximum number of connections
-    ├── NoUpstream           502  no_upstream     every candidate box refused or timed out
-    │   └── EmptyRing        503  no_upstream     the ring has no members at all
-    └── ConfigError          —    —               bad settings or membership input; never on the wire
+                           HTTP  WebSocket
+    RouterError             500  500  internal        (base; anything unexpected)
+    ├── BadHead             400  400  malformed       the request head is not valid HTTP/1.1
+    ├── HeadTooLarge        431  431  head_too_large  no end of head within the size limit
+    ├── HeadTimeout         408  408  head_timeout    the head did not arrive in time (slowloris)
+    ├── Overloaded          503  426  overloaded      the router holds its maximum number of connections
+    ├── NoUpstream          502  426  no_upstream     every candidate box refused or timed out
+    │   └── EmptyRing       503  426  no_upstream     the ring has no members at all
+    └── ConfigError          —    —   —               bad settings or membership input; never on the wire
+
+A WebSocket upgrade the router cannot serve (no box, or the router at its limit) is answered
+`426 Upgrade Required`: clients of the Responses API's WebSocket mode (the Codex CLI) take it as "use HTTP"
+and send the turn as a plain POST, which gets the HTTP status if it cannot be served either.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class RouterError(Exception):
     """Base of every error the router reports; unexpected ones answer 500 without details."""
 
     http_status: ClassVar[int] = 500
+    websocket_status: ClassVar[int | None] = None  # the status for a WebSocket upgrade; None: http_status
     reason: ClassVar[RejectReason] = "internal"
 
     def __init__(self, message: str) -> None:
@@ -67,6 +73,7 @@ class Overloaded(RouterError):
     """The router already relays its configured maximum number of connections."""
 
     http_status: ClassVar[int] = 503
+    websocket_status: ClassVar[int | None] = 426
     reason: ClassVar[RejectReason] = "overloaded"
 
 
@@ -74,6 +81,7 @@ class NoUpstream(RouterError):
     """No box accepted the connection: the key's owner and its ring successors all failed."""
 
     http_status: ClassVar[int] = 502
+    websocket_status: ClassVar[int | None] = 426
     reason: ClassVar[RejectReason] = "no_upstream"
 
 

@@ -45,7 +45,7 @@ class Owner(Protocol):
     limits: Limits
 
     def accepted(self, conn: ClientConnection) -> RouterError | None:
-        """Track a new connection; the error to refuse it with, or None."""
+        """Track a new connection; the error to refuse it with (once its head was read), or None."""
 
     def route(self, conn: ClientConnection, head: RequestHead, raw: bytes) -> None:
         """Pick a box and connect; then `start_relay` or `reject`."""
@@ -106,11 +106,8 @@ class ClientConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ client side callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
-        self._core = Connection(self._owner.limits, self._clock.time())
-        refusal = self._owner.accepted(self)
-        if refusal is not None:
-            self.reject(refusal)
-            return
+        refusal = self._owner.accepted(self)  # over the limit: the head is read only to be refused
+        self._core = Connection(self._owner.limits, self._clock.time(), refusal)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -231,7 +228,7 @@ class ClientConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or not self.core.reject(self._clock.time()):
             return
-        response, reason = error_response(exc)
+        response, reason = error_response(exc, websocket=self.core.mode is Mode.WS)
         self._owner.rejected(self, reason, exc)
         transport.write(response)
         if not transport.can_write_eof():

@@ -61,7 +61,7 @@ class Router:
         self.down = DownList(settings.down_cooldown)
         self.loads: dict[str, int] = {}  # active relayed connections per member
         self.connections: set[ClientConnection] = set()
-        self.refusing: set[ClientConnection] = set()  # refused over the limit, lingering
+        self.refusing: set[ClientConnection] = set()  # over the limit: read the head, answer, linger
         self.draining = False
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -190,9 +190,11 @@ class Router:
 
     # ------------------------------------------------------------------ connections
     def accepted(self, conn: ClientConnection) -> RouterError | None:
-        """Track a new connection; the error to refuse it with when the router is at its limit."""
+        """Track a new connection; the error to refuse it with when the router is at its limit (the
+        connection reads its head first, for at most a few seconds, so that a WebSocket upgrade is refused
+        with 426 and its client falls back to HTTP)."""
         if len(self.connections) >= self.settings.max_connections:
-            self.refusing.add(conn)  # it lingers a moment after its error response
+            self.refusing.add(conn)
             return Overloaded(f"the router holds its maximum of {self.settings.max_connections} connections")
         self.connections.add(conn)
         self._all_closed.clear()

@@ -42,6 +42,22 @@ async def raw_exchange(port: int, request: bytes, *, half_close: bool = False) -
         writer.close()
 
 
+def upgrade(target: str = "/v1/responses", headers: str = "") -> bytes:
+    """A WebSocket upgrade request as the Codex CLI sends it (its beta header and deflate offer included)."""
+    return (
+        f"GET {target} HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+        f"openai-beta: responses_websockets=2026-02-06\r\n{headers}\r\n"
+    ).encode()
+
+
+def error_of(response: bytes) -> tuple[int, str]:
+    """The status and the JSON error code of a router error response."""
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), json.loads(body)["error"]["code"]
+
+
 def post(target: str, body: bytes, headers: str = "") -> bytes:
     return (
         f"POST {target} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
@@ -303,6 +319,20 @@ async def test_no_reachable_box_is_a_502_before_any_byte_is_forwarded(routers: S
     assert metric(running, "tether_router_bytes_total", mode="http", direction="client_to_server") == 0
 
 
+async def test_a_websocket_upgrade_no_box_can_serve_is_a_426(routers: StartRouter) -> None:
+    """426 Upgrade Required tells a WebSocket-mode client (the Codex CLI) to send the turn over HTTP."""
+    spec = ",".join(f"b{i}=127.0.0.1:{free_port()}" for i in range(3))
+    running = await routers(router_settings(spec, connect_attempts=3))
+    response = await raw_exchange(running.port, upgrade(headers="session-id: s\r\n"))
+    assert error_of(response) == (426, "no_upstream")
+    assert b"\r\nUpgrade:" not in response.partition(b"\r\n\r\n")[0]  # not switching anything
+    assert metric(running, "tether_router_rejected_total", reason="no_upstream") == 1
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(f"{running.url}/v1/responses")
+    assert refused.value.status == 426
+
+
 class EmptySource:
     async def run(self, publish: object) -> None:
         publish([])  # type: ignore[operator]
@@ -313,6 +343,7 @@ async def test_an_empty_ring_is_a_503(routers: StartRouter) -> None:
     response = await raw_exchange(running.port, post("/v1/responses", b"{}"))
     assert response.startswith(b"HTTP/1.1 503 ")
     assert not running.router.ready()
+    assert error_of(await raw_exchange(running.port, upgrade())) == (426, "no_upstream")
 
 
 async def test_connections_over_the_limit_are_refused(boxes: StartBoxes, routers: StartRouter) -> None:
@@ -323,10 +354,58 @@ async def test_connections_over_the_limit_are_refused(boxes: StartBoxes, routers
         session.ws_connect(f"{running.url}/v1/responses") as ws,
     ):
         response = await raw_exchange(running.port, post("/v1/responses", b"{}"))
-        assert response.startswith(b"HTTP/1.1 503 ")
+        assert error_of(response) == (503, "overloaded")
+        # an upgrade over the limit is read far enough to be told from plain HTTP: 426, fall back to HTTP
+        assert error_of(await raw_exchange(running.port, upgrade())) == (426, "overloaded")
         await ws.send_str("still fine")
         assert json.loads((await ws.receive(timeout=5)).data)["echo"] == "still fine"
-    assert metric(running, "tether_router_rejected_total", reason="overloaded") == 1
+    assert metric(running, "tether_router_rejected_total", reason="overloaded") == 2
+
+
+async def test_an_over_the_limit_client_that_sends_no_head_is_refused_after_the_linger_time(
+    boxes: StartBoxes, routers: StartRouter
+) -> None:
+    started = await boxes(1)
+    clock = FakeClock()
+    running = await routers(router_settings(started[0].spec, max_connections=1), clock=clock)
+    async with (
+        aiohttp.ClientSession(timeout=TIMEOUT) as session,
+        session.ws_connect(f"{running.url}/v1/responses"),
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        try:
+            await clock.armed(clock.time() + 2.0)  # its head budget: the linger time, not head_timeout
+            await clock.advance(2.0)
+            async with asyncio.timeout(5):
+                response = await reader.read()
+        finally:
+            writer.close()
+    assert error_of(response) == (503, "overloaded")  # no head: not known to be an upgrade
+
+
+async def test_a_codex_upgrade_reaches_the_box_byte_for_byte(routers: StartRouter) -> None:
+    """The router passes the upgrade head on untouched: `openai-beta: responses_websockets=...`, the
+    session headers and the permessage-deflate offer are the box's to answer."""
+    heads: list[bytes] = []
+
+    async def box(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(box, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        running = await routers(router_settings(f"raw=127.0.0.1:{port}"))
+        request = upgrade(headers="session-id: s-1\r\nthread-id: t-1\r\n")
+        response = await raw_exchange(running.port, request)
+        assert response.endswith(b"\r\n\r\nno")
+        assert heads == [request]
+        assert metric(running, "tether_router_routed_total", mode="ws", key_source="header") == 1
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def test_idle_connections_are_closed(boxes: StartBoxes, routers: StartRouter) -> None:

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.core.connection import Connection, Do, HeadRead, Limits, Reject, State
-from router.core.errors import BadHead, HeadTimeout, HeadTooLarge
+from router.core.errors import BadHead, HeadTimeout, HeadTooLarge, Overloaded
 from router.core.head import Mode
 
 LIMITS = Limits(head_timeout=10.0, max_head_bytes=1024, send_timeout=30.0, idle_timeout=40.0)
@@ -78,6 +78,33 @@ def test_bad_heads_are_rejected(data: bytes, error: type[Exception]) -> None:
     action = Connection(LIMITS, T0).receive(data)
     assert isinstance(action, Reject)
     assert type(action.error) is error
+
+
+# ---------------------------------------------------------------------------- refused over the limit
+REFUSAL = Overloaded("the router holds its maximum of 1 connections")
+
+
+@pytest.mark.parametrize(("data", "mode"), [(HEAD, Mode.WS), (POST, Mode.HTTP)])
+def test_a_refused_connection_reads_its_head_only_to_answer_the_refusal(data: bytes, mode: Mode) -> None:
+    conn = Connection(LIMITS, T0, refusal=REFUSAL)
+    assert conn.receive(data[:10]) is Do.NOTHING
+    assert conn.receive(data[10:]) == Reject(REFUSAL)
+    assert conn.mode is mode  # the shell answers a WebSocket upgrade with the refusal's 426
+    assert conn.state is State.HEAD
+
+
+def test_a_refused_connection_waits_for_its_head_for_linger_seconds_only() -> None:
+    conn = Connection(LIMITS, T0, refusal=REFUSAL)
+    assert conn.deadline == T0 + LIMITS.linger_seconds
+    assert fire(conn, T0 + LIMITS.linger_seconds) == [Reject(REFUSAL)]  # not a 408: the refusal
+    assert conn.mode is None
+
+
+@pytest.mark.parametrize(
+    "data", [b"GET / HTTP/1.1\r\nHost h\r\n\r\n", b"GET / HTTP/1.1\r\nX: " + b"a" * 2000]
+)
+def test_a_refused_connection_with_a_bad_head_gets_the_refusal(data: bytes) -> None:
+    assert Connection(LIMITS, T0, refusal=REFUSAL).receive(data) == Reject(REFUSAL)
 
 
 # ---------------------------------------------------------------------------- linger
