@@ -5,12 +5,11 @@ invariant, property-tested in tests/unit/api_box/test_box_protocol_properties.py
 accepted as a `CreateRequest` or rejected with a `RequestError` subclass from api_box/core/errors.py; no
 other exception escapes.
 
-Accepted input (the team's protocol notes, shared/reference/protocol.md §1.2; every field and tool type, and
-whether it is honoured, echoed or ignored, is listed in docs/protocol.md): `input` as a string or a list of
-items — `message` (role user/assistant/system/developer; content a string or input_text/output_text parts),
-`function_call` (with its `namespace` when it called a namespaced function), `function_call_output`,
-`custom_tool_call`, `custom_tool_call_output`, and `reasoning` (accepted and skipped: Tether's models do not
-read reasoning items back).
+Accepted input (every field and tool type, and whether it is honoured, echoed or ignored, is listed in
+docs/protocol.md): `input` as a string or a list of items — `message` (role user/assistant/system/
+developer; content a string or input_text/output_text parts), `function_call` (with its `namespace` when it
+called a namespaced function), `function_call_output`, `custom_tool_call`, `custom_tool_call_output`, and
+`reasoning` (accepted and skipped: Tether's models do not read reasoning items back).
 
 Tools: `function` tools; `namespace` tools, whose function and custom tools are offered to the model as
 `<namespace>.<name>` (`FunctionTool.model_name`); `custom` (freeform) tools with their `format` (text, or a
@@ -24,8 +23,8 @@ Other fields: `instructions`; `store`; `previous_response_id`; `metadata`; `max_
 `tool_choice`, `parallel_tool_calls`, `prompt_cache_key`, `user`, `safety_identifier`, `truncation`,
 `reasoning`, `text` (format text/json_object/json_schema, verbosity), `max_tool_calls`, `top_logprobs`
 (echoed); `include`, `service_tier`, `prompt_cache_options` (kept); `stream_id`, the WebSocket lane
-(protocol.md §1.2: 1-256 characters of [A-Za-z0-9_.-], rejected over HTTP). `stream` selects SSE over HTTP
-and is accepted and ignored over WebSocket; `background: true`, `conversation` and `prompt` are rejected.
+(1-256 characters of [A-Za-z0-9_.-], rejected over HTTP). `stream` selects SSE over HTTP and is accepted
+and ignored over WebSocket; `background: true`, `conversation` and `prompt` are rejected.
 Other fields (client_metadata, stream_options, context_management, prompt_cache_retention, ...) are
 accepted and ignored.
 """
