@@ -3,8 +3,8 @@
 The box has no summarising model, so compaction keeps what a continuation needs and drops the bulk of an
 agent's history: every user, system and developer message in order, and the last assistant message; every
 function call and function call output is dropped (they are what makes agent histories long). The output
-is plain message items, so it can be sent as the `input` of a new chain as-is (protocol.md §2, reconnect
-guidance 3).
+is plain message items, so it can be sent as the `input` of a new chain as-is, without
+`previous_response_id`, as the Responses API tells clients to use a compacted `output`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Server events of one response: a complete ResponseResource in every lifecycle event, numbered from 0.
 
 `ResponseEvents` turns what the worker produces (text deltas, function-call starts and argument deltas, the
-end of generation) into the Responses streaming events, in the order OpenAI emits them
-(the team's protocol notes, shared/reference/protocol.md §1.3):
+end of generation) into the Responses streaming events, in the order OpenAI's streaming API emits them:
 
     response.created → response.in_progress
       → response.output_item.added → response.content_part.added → response.output_text.delta ×N
@@ -14,8 +13,9 @@ end of generation) into the Responses streaming events, in the order OpenAI emit
     → response.completed | response.incomplete (max_output_tokens) | response.failed
 
 The same event objects go out as WebSocket text frames and as SSE `data:` lines. `sequence_number` starts at
-0 for every response (protocol.md §7). A warm-up (`generate: false`) is `response.created` then
-`response.completed` with no output and zero usage (protocol.md §7).
+0 for every response, as in SSE (OpenAI does not document whether a WebSocket carries it across
+responses). A warm-up (`generate: false`) is `response.created` then `response.completed` with no output
+and zero usage (OpenAI documents no event sequence for it; this is what other implementations send).
 
 The worker names a call by the tool's `model_name`; the item carries the tool's own name, its `namespace`
 for a namespaced function (as the API returns it), and is a `custom_tool_call` with `input` for a custom

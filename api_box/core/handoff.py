@@ -1,4 +1,4 @@
-"""What a cold store (Redis, the cold-handoff issue) writes and restores: turn records and chain snapshots.
+"""What a cold store (Redis, docs/handoff.md) writes and restores: turn records and chain snapshots.
 
 Write-behind appends one `TurnRecord` per completed store:true response. A record is either *whole*
 (`base_response_id` None: `tokens` is the entire chain — a first turn, a fork, a header change, or a

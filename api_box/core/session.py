@@ -12,11 +12,11 @@ Rule 1: everything that decides what a connection does next lives in this file; 
     RUNNING ──deadline──▶ RUNNING, expired: the running turns finish, then every queued create is
                           answered with websocket_connection_limit_reached and the socket closes (1000)
 
-Lanes (`stream_id`, protocol.md §1.2): creates of one lane run one at a time in arrival order; different
-lanes run concurrently, at most `max_in_flight` responses at once (a lane ready to run waits for a slot,
-in the order lanes became ready); at most `max_lanes` distinct named lanes per connection
-(websocket_stream_limit_reached). The default lane (no stream_id) is the only lane of a client that never
-names one, so such a client sees exactly one response in flight, as Open Responses requires.
+Lanes (`stream_id`, the openai SDK's `responses_websocket` sessions): creates of one lane run one at a time in
+arrival order; different lanes run concurrently, at most `max_in_flight` responses at once (a lane ready to
+run waits for a slot, in the order lanes became ready); at most `max_lanes` distinct named lanes per
+connection (websocket_stream_limit_reached). The default lane (no stream_id) is the only lane of a client that
+never names one, so such a client sees exactly one response in flight, as Open Responses requires.
 
 Invariants: per lane, at most one response in flight and creates start in arrival order; a rejected
 create is answered in its place in its lane's order; a failed turn (4xx or 5xx) that continued from its
@@ -25,7 +25,8 @@ the connection-local cache holds the most recent response of each lane.
 
 Close code at the connection limit: 1000. The age limit is not an error of the transport, and the SDK
 treats 1000 as a clean end (no auto-reconnect), which is what a client that must open a new connection
-and resend its context needs (protocol.md §7 leaves 1000 or 1008 to us). A drain uses 1012 (reconnect).
+and resend its context needs (OpenAI documents no close code for the age limit; 1000 or 1008 would both
+be defensible). A drain uses 1012, on which the SDK reconnects.
 """
 
 from __future__ import annotations

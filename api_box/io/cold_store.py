@@ -1,4 +1,4 @@
-"""The interface through which a cold store (Redis, the cold-handoff issue) plugs into the box.
+"""The interface through which a cold store (Redis: api_box/io/redis_store.py) plugs into the box.
 
 The box calls, and only calls:
 - `append(turn)` after every completed store:true response, off the latency path. An implementation

@@ -29,7 +29,9 @@ class ClientGone(ConnectionError):
 
 
 def as_box_error(exc: BaseException) -> BoxError:
-    """The BoxError for any exception (worker errors → server_error; unknown → server_error, no details)."""
+    """The BoxError for any exception: a BoxError is itself; a worker's refusal is 400
+    request_rejected_by_model (RESOURCE_EXHAUSTED: 503 model_overloaded), with the worker's reason; a worker
+    timeout or failure is 500 server_error; anything else is a 500 server_error without details (logged)."""
     if isinstance(exc, BoxError):
         return exc
     if isinstance(exc, WorkerRejected):

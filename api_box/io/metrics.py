@@ -25,7 +25,7 @@ SEALED_HANDOFF_RESULTS = ("sealed", "restored", "missing", "rejected", "skipped"
 
 @dataclass(frozen=True, slots=True)
 class BoxMetrics:
-    """Every tether_box_* metric; the cold-store issue updates the redis/write-behind ones."""
+    """Every tether_box_* metric; the cold store (io/redis_store.py) updates the redis/write-behind ones."""
 
     registry: CollectorRegistry
     bytes: Counter

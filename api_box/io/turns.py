@@ -1,12 +1,19 @@
-"""Run one response end to end, for every mode (WebSocket, HTTP JSON, HTTP SSE).
+"""Run one response end to end, for every mode (WebSocket, HTTP JSON, HTTP SSE): `TurnRunner.run`.
 
-    find the base response (connection cache → session store → cold store) → plan the turn (new tokens
-    only, or a whole new chain) → response.created → stream the worker's events as response events →
-    commit the worker's output to the chain → keep the record (store:true) → terminal event.
+    find the base response (connection cache → session store → cold store) → the model a worker
+    describes for `model` (its chat format and tokenizer) → render and tokenize the new items (off the
+    event loop past 256 KiB) and plan the turn (api_box/core/chain.py: new tokens only, or a whole new
+    chain) → response.created, response.in_progress → stream the worker's events (WorkerPool.generate)
+    as response events → commit the worker's output to the chain → keep the record (store:true: the
+    session store, then write-behind to the cold store) → the terminal event.
 
-A refusal before the response exists (previous_response_not_found, unknown_call_id, ...) raises the
-RequestError; the caller answers it (an error event or an HTTP 400). A failure after response.created
-(the worker died, timed out, refused) ends the response with response.failed (server_error).
+A refusal before the response exists (previous_response_not_found, model_not_found, unknown_call_id,
+missing input, ...) raises the RequestError; the caller answers it (an error event, or an HTTP error with its
+status). A failure after response.created ends the response with response.failed carrying
+`as_box_error`'s mapping (api_box/io/errors.py): a worker's refusal request_rejected_by_model or
+model_overloaded, a worker that failed or timed out server_error. A stateless turn (HTTP, store:false, no
+previous_response_id) keeps nothing: no chain is committed and no record is made. The record of a
+store:false turn goes back to the caller in `TurnResult.outcome` (WebSocket mode keeps it per lane).
 """
 
 from __future__ import annotations

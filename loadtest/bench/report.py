@@ -1,4 +1,4 @@
-"""The benchmark's summary (the issue's targets) and its Markdown report. Pure: dicts in, text out."""
+"""The benchmark's summary (the README's targets) and its Markdown report. Pure: dicts in, text out."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def upload(results: Results, link: str, tool_calls: int) -> dict[str, Any]:
 
 
 def summarize(results: Results) -> dict[str, Any]:
-    """The figures the issue sets targets for, from one benchmark's results."""
+    """The figures the benchmark has targets for (the README's table), from one benchmark's results."""
     settings = results["meta"]["settings"]
     t = settings["headline_tool_calls"]
     summary: dict[str, Any] = {"tool_calls": t}
@@ -153,7 +153,7 @@ def _num(value: float | None, fmt: str = ",.0f", unit: str = "") -> str:
 
 
 def targets_table(summary: Mapping[str, Any], results: Results) -> list[str]:
-    """The issue's targets against what was measured."""
+    """The benchmark's targets against what was measured."""
     t = summary["tool_calls"]
     up = _get(summary, "upload_reduction", "client_wire_per_run")
     shaped = _get(summary, "run_time", "shaped", "reduction")

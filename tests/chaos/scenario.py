@@ -9,7 +9,7 @@ that loses its socket reconnects at once (then with backoff) and
 - resends the create the server did not finish (no terminal event came for it),
 - continues from its last completed response, which the new owner restores from Redis;
 - if that response is not found (the box was killed before writing it), starts a new chain with its
-  whole history (what protocol.md §2 tells clients to do) and counts a fallback.
+  whole history (the Responses API's guidance after previous_response_not_found) and counts a fallback.
 
 At the end every completed response is looked up on a surviving box (GET /v1/responses/{id}, restored
 from Redis): one that is not found is a lost turn. The report: sessions disrupted by the drain and by the

@@ -1,4 +1,4 @@
-"""The Open Responses WebSocket scenarios (protocol.md §5), re-expressed as our own tests, run concurrently
+"""The Open Responses (openresponses.org) WebSocket scenarios, re-expressed as our own tests, run concurrently
 each on its own socket like the suite's harness, against the box and a real in-process worker.
 
 The harness connects to ws(base)/responses with Bearer auth, sends the next request only after a terminal

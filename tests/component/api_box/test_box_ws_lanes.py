@@ -1,6 +1,7 @@
-"""WebSocket lanes (`stream_id`, protocol.md §1.2), in-process: concurrency across lanes, order within one,
-the echo of stream_id, the limits and their errors, forks across lanes, HTTP refusing stream_id; and the
-official SDK's lane helper (openai.lib.responses_websocket) against a box with a real worker."""
+"""WebSocket lanes (`stream_id`, as the openai SDK's `responses_websocket` sessions send it), in-process:
+concurrency across lanes, order within one, the echo of stream_id, the limits and their errors, forks across
+lanes, HTTP refusing stream_id; and the official SDK's lane helper (openai.lib.responses_websocket) against a
+box with a real worker."""
 
 from __future__ import annotations
 

@@ -29,6 +29,15 @@ def metric(running: object, name: str, **labels: str) -> float:
     return 0.0 if value is None else value
 
 
+async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    """Everything the router sends until it closes (at most 5 s), then close."""
+    try:
+        async with asyncio.timeout(5):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
 async def raw_exchange(port: int, request: bytes, *, half_close: bool = False) -> bytes:
     """Send raw bytes, read until the server closes."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -256,18 +265,14 @@ async def test_a_slow_head_times_out(boxes: StartBoxes, routers: StartRouter) ->
     clock = FakeClock()
     running = await routers(router_settings(started[0].spec, head_timeout=10.0), clock=clock)
     reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
-    try:
-        writer.write(b"GET / HTTP/1.1\r\n")
-        await clock.armed(clock.time() + 10.0)  # the connection was accepted: its head deadline runs
-        for _ in range(9):
-            await clock.advance(1.0)
-            writer.write(b"X: y\r\n")
-            await writer.drain()
+    writer.write(b"GET / HTTP/1.1\r\n")
+    await clock.armed(clock.time() + 10.0)  # the connection was accepted: its head deadline runs
+    for _ in range(9):
         await clock.advance(1.0)
-        async with asyncio.timeout(5):
-            response = await reader.read()
-    finally:
-        writer.close()
+        writer.write(b"X: y\r\n")
+        await writer.drain()
+    await clock.advance(1.0)
+    response = await answer(reader, writer)
     assert response.startswith(b"HTTP/1.1 408 ")
     assert metric(running, "tether_router_rejected_total", reason="head_timeout") == 1
 
@@ -373,13 +378,9 @@ async def test_an_over_the_limit_client_that_sends_no_head_is_refused_after_the_
         session.ws_connect(f"{running.url}/v1/responses"),
     ):
         reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
-        try:
-            await clock.armed(clock.time() + 2.0)  # its head budget: the linger time, not head_timeout
-            await clock.advance(2.0)
-            async with asyncio.timeout(5):
-                response = await reader.read()
-        finally:
-            writer.close()
+        await clock.armed(clock.time() + 2.0)  # its head budget: the linger time, not head_timeout
+        await clock.advance(2.0)
+        response = await answer(reader, writer)
     assert error_of(response) == (503, "overloaded")  # no head: not known to be an upgrade
 
 
