@@ -22,6 +22,7 @@ with `{"error": {...}}`), and `response.failed` for failures after a response wa
     │   ├── UnknownCallId                      unknown_call_id           function_call_output with no call
     │   ├── PreviousResponseNotFound           previous_response_not_found
     │   ├── ContextLengthExceeded              context_length_exceeded   chain longer than the box allows
+    │   ├── ModelNotFound                  404 model_not_found           no worker serves the model
     │   ├── ConnectionLimitReached             websocket_connection_limit_reached (then close 1000)
     │   ├── StreamLimitReached                 websocket_stream_limit_reached  too many named lanes
     │   ├── RejectedByModel                    request_rejected_by_model  the worker's own limits refused it
