@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--engine", choices=ENGINES, help=f"model engine (default {d.engine})")
     parser.add_argument(
+        "--model-path",
+        help="torch engine: serve this checkpoint, a Hugging Face directory or a .gguf file "
+        "(default: dummy weights)",
+    )
+    parser.add_argument(
         "--kv-budget-tokens", type=int, help=f"tokens of chains held (default {d.kv_budget_tokens})"
     )
     parser.add_argument(
@@ -125,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=args.port,
             metrics_port=args.metrics_port,
             engine=args.engine,
+            model_path=args.model_path,
             kv_budget_tokens=args.kv_budget_tokens,
             speed=args.speed,
             drain_seconds=args.drain_seconds,

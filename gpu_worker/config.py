@@ -7,6 +7,7 @@ Environment (all optional; a bad value fails start-up with the variable's name):
     TETHER_WORKER_METRICS_PORT                  0           /metrics port (0: pick a free one, -1: off)
     TETHER_WORKER_ENGINE                        sim         sim | torch (torch: TETHER_WORKER_TORCH_*)
     TETHER_WORKER_MODEL_NAME                    tether-sim  the name the sim and dummy weights answer to
+    TETHER_WORKER_MODEL_PATH                    (none)      torch: a Hugging Face directory or a .gguf file
     TETHER_WORKER_KV_BUDGET_TOKENS              400000      tokens of chains held (LRU beyond)
     TETHER_WORKER_SPEED                         1.0         sim time scale (0: no delays)
     TETHER_WORKER_LOG_FORMAT                    text        text | json
@@ -60,6 +61,7 @@ class WorkerSettings:
     metrics_port: int = 0  # -1: off
     engine: str = "sim"
     model_name: str = "tether-sim"  # the name the sim and dummy weights answer to (DescribeModel)
+    model_path: str = ""  # torch engine: a checkpoint (HF directory or .gguf file); empty: dummy weights
     kv_budget_tokens: int = 400_000
     speed: float = 1.0
     log_format: str = "text"
@@ -76,6 +78,7 @@ class WorkerSettings:
             (0 <= self.port <= 65535, f"port {self.port} is outside 0..65535"),
             (-1 <= self.metrics_port <= 65535, f"metrics_port {self.metrics_port} is outside -1..65535"),
             (self.engine in ENGINES, f"engine {self.engine!r} is not one of {', '.join(ENGINES)}"),
+            (not self.model_path or self.engine == "torch", "a model path needs the torch engine"),
             (self.kv_budget_tokens > 0, "kv_budget_tokens must be > 0"),
             (math.isfinite(self.speed) and self.speed >= 0, "speed must be a finite number >= 0"),
             (self.log_format in LOG_FORMATS, f"log_format must be one of {', '.join(LOG_FORMATS)}"),
@@ -152,6 +155,7 @@ _ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "METRICS_PORT": ("", "metrics_port", _int),
     "ENGINE": ("", "engine", _lower),
     "MODEL_NAME": ("", "model_name", _text),
+    "MODEL_PATH": ("", "model_path", _text),
     "KV_BUDGET_TOKENS": ("", "kv_budget_tokens", _int),
     "SPEED": ("", "speed", _float),
     "LOG_FORMAT": ("", "log_format", _lower),

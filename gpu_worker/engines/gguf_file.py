@@ -18,8 +18,12 @@ files); rotary scaling (`rope_freqs`, `llama.rope.scaling.*`) is refused as the 
 
 from __future__ import annotations
 
+import math
+import mmap
 import re
+import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -92,38 +96,93 @@ _BYTE_LEVEL_SPLITS: dict[str, tuple[str | None, bool, bool, bool]] = {
 }
 
 
-def _field_value(field: Any) -> Any:
-    """A GGUFReader field as a Python value (str, int, float, bool, or a list of those)."""
-    from gguf import GGUFValueType
+# GGUF metadata value types (llama.cpp's gguf.h): struct formats of the scalars; 8 = string, 9 = array.
+_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
+_NUMPY = {
+    0: "<u1",
+    1: "<i1",
+    2: "<u2",
+    3: "<i2",
+    4: "<u4",
+    5: "<i4",
+    6: "<f4",
+    7: "<?",
+    10: "<u8",
+    11: "<i8",
+    12: "<f8",
+}
+_STRING, _ARRAY = 8, 9
 
-    types = field.types
-    if not types:
-        return None
 
-    def text(part: Any) -> str:
-        return bytes(part).decode("utf-8")
+@dataclass(frozen=True, slots=True)
+class _TensorInfo:
+    name: str
+    dims: tuple[int, ...]  # GGUF order: the fastest-varying dimension first
+    kind: int  # GGMLQuantizationType value
+    offset: int  # from the start of the data section
 
-    if types[0] == GGUFValueType.ARRAY:
-        if types[-1] == GGUFValueType.STRING:
-            return [text(field.parts[i]) for i in field.data]
-        return [v for i in field.data for v in field.parts[i].tolist()]
-    if types[0] == GGUFValueType.STRING:
-        return text(field.parts[field.data[0]])
-    return field.parts[field.data[0]].tolist()[0]
+
+class _Parser:
+    """Reads the header of a GGUF file (v2/v3, little-endian): metadata and tensor infos.
+
+    Written here rather than using gguf.GGUFReader, which builds numpy views for every string of the
+    vocabulary and takes seconds for a tokenizer of 50k tokens; this takes a fraction of one.
+    """
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+        self.at = 0
+
+    def take(self, fmt: str) -> Any:
+        value = struct.unpack_from(fmt, self.data, self.at)[0]
+        self.at += struct.calcsize(fmt)
+        return value
+
+    def string(self) -> str:
+        size = self.take("<Q")
+        text = bytes(self.data[self.at : self.at + size]).decode("utf-8")
+        self.at += size
+        return text
+
+    def value(self, kind: int) -> Any:
+        if kind == _STRING:
+            return self.string()
+        if kind == _ARRAY:
+            item, count = self.take("<I"), self.take("<Q")
+            if item in _NUMPY:
+                import numpy as np
+
+                array = np.frombuffer(self.data, dtype=_NUMPY[item], count=count, offset=self.at)
+                self.at += array.nbytes
+                return array.tolist()
+            return [self.value(item) for _ in range(count)]
+        if kind not in _SCALARS:
+            raise ValueError(f"unknown metadata value type {kind}")
+        return self.take(_SCALARS[kind])
 
 
 class GgufFile:
-    """One GGUF file, read lazily (tensors are memory-mapped until dequantized)."""
+    """One GGUF file: the header is parsed at once, tensors are read (memory-mapped) when asked for."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            from gguf import GGUFReader
-        except ImportError as exc:  # the torch extra installs it
-            raise CheckpointError("reading a GGUF file needs the `gguf` package (pip install gguf)") from exc
-        try:
-            self._reader = GGUFReader(self.path)
-        except (OSError, ValueError) as exc:
+            with self.path.open("rb") as file:
+                self._map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+            self.metadata, self._tensors, self._data_start = self._parse()
+        except (OSError, ValueError, struct.error, UnicodeDecodeError) as exc:
             raise CheckpointError(f"cannot read GGUF file {self.path}: {exc}") from exc
         self.architecture = str(self.get("general.architecture", ""))
         if self.architecture not in _ARCHITECTURES:
@@ -132,10 +191,34 @@ class GgufFile:
                 f"(supported: {', '.join(_ARCHITECTURES)})"
             )
 
+    def _parse(self) -> tuple[dict[str, Any], list[_TensorInfo], int]:
+        parser = _Parser(self._map)
+        if bytes(self._map[:4]) != b"GGUF":
+            raise ValueError("not a GGUF file (bad magic)")
+        parser.at = 4
+        version = parser.take("<I")
+        if version not in (2, 3):
+            raise ValueError(
+                f"GGUF version {version} is not supported (2 and 3 are; big-endian files are not)"
+            )
+        tensor_count, kv_count = parser.take("<Q"), parser.take("<Q")
+        metadata: dict[str, Any] = {}
+        for _ in range(kv_count):
+            key = parser.string()
+            metadata[key] = parser.value(parser.take("<I"))
+        tensors = []
+        for _ in range(tensor_count):
+            name = parser.string()
+            dims = tuple(parser.take("<Q") for _ in range(parser.take("<I")))
+            tensors.append(
+                _TensorInfo(name=name, dims=dims, kind=parser.take("<I"), offset=parser.take("<Q"))
+            )
+        alignment = int(metadata.get("general.alignment", 32))
+        return metadata, tensors, -(-parser.at // alignment) * alignment
+
     def get(self, key: str, default: Any = None) -> Any:
         """A metadata value by its GGUF key (`llama.block_count`, `tokenizer.chat_template`...)."""
-        field = self._reader.fields.get(key)
-        return default if field is None else _field_value(field)
+        return self.metadata.get(key, default)
 
     def _arch(self, key: str, default: Any = None) -> Any:
         return self.get(f"{self.architecture}.{key}", default)
@@ -149,7 +232,7 @@ class GgufFile:
     # ------------------------------------------------------------------------------------ the model
     @cached_property
     def tensor_names(self) -> frozenset[str]:
-        return frozenset(t.name for t in self._reader.tensors)
+        return frozenset(t.name for t in self._tensors)
 
     def hf_config(self) -> dict[str, Any]:
         """The Hugging Face `config.json` of this model (what ModelConfig.from_hf_config reads)."""
@@ -183,25 +266,46 @@ class GgufFile:
 
     def tensors(self) -> Iterator[tuple[str, Any]]:
         """(Hugging Face name, float32 numpy array) for every weight, dequantized, Q/K un-permuted."""
-        import numpy as np
-        from gguf.quants import dequantize
-
         config = self.hf_config()
-        for tensor in self._reader.tensors:
+        for tensor in self._tensors:
             name = self._hf_name(tensor.name)
-            try:
-                array = dequantize(tensor.data, tensor.tensor_type)
-            except NotImplementedError as exc:
-                kind = tensor.tensor_type.name
-                raise CheckpointError(
-                    f"{self.path.name}: gguf cannot dequantize {tensor.name} ({kind})"
-                ) from exc
-            array = np.array(array, dtype=np.float32)  # a writable copy (the reader's arrays are read-only)
+            array = self._dequantize(tensor)
             if name.endswith("q_proj.weight"):
                 array = _unpermute(array, config["num_attention_heads"])
             elif name.endswith("k_proj.weight"):
                 array = _unpermute(array, config["num_key_value_heads"])
             yield name, array
+
+    def _dequantize(self, tensor: _TensorInfo) -> Any:
+        import numpy as np
+
+        try:
+            from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+            from gguf.quants import dequantize
+        except ImportError as exc:  # the torch extra installs it
+            raise CheckpointError("reading a GGUF file needs the `gguf` package (pip install gguf)") from exc
+        try:
+            kind = GGMLQuantizationType(tensor.kind)
+        except ValueError:
+            raise CheckpointError(f"{self.path.name}: {tensor.name} has unknown type {tensor.kind}") from None
+        shape = tuple(reversed(tensor.dims))  # numpy order: rows, then columns
+        block, size = GGML_QUANT_SIZES[kind]
+        count = math.prod(shape)
+        start = self._data_start + tensor.offset
+        if kind in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
+            dtype = np.float32 if kind == GGMLQuantizationType.F32 else np.float16
+            raw = np.frombuffer(self._map, dtype=dtype, count=count, offset=start).reshape(shape)
+        else:
+            row = shape[-1] // block * size
+            raw = np.frombuffer(self._map, dtype=np.uint8, count=count // block * size, offset=start)
+            raw = raw.reshape((*shape[:-1], row))
+        try:
+            array = dequantize(raw, kind)
+        except NotImplementedError as exc:
+            raise CheckpointError(
+                f"{self.path.name}: gguf cannot dequantize {tensor.name} ({kind.name})"
+            ) from exc
+        return np.array(array, dtype=np.float32).reshape(shape)  # a writable float32 copy
 
     def _hf_name(self, name: str) -> str:
         match = _LAYER_TENSOR.fullmatch(name)

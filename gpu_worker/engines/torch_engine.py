@@ -1,9 +1,11 @@
 """The torch engine: a real transformer with a real KV cache per chain (CUDA when present, else CPU).
 
-A turn prefills only what the chain's cached keys and values do not cover, then generates the output item
-the shared agent policy (gpu_worker/core/agent.py) chose, token by token from the model's logits
-(gpu_worker/engines/torch_output.py). With the default dummy weights the text is meaningless; the compute
-is the real thing. See docs/torch_engine.md.
+A turn prefills only what the chain's cached keys and values do not cover, then generates. With the
+default dummy weights the output item is the one the shared agent policy (gpu_worker/core/agent.py)
+chose, its tokens drawn from the model's logits (gpu_worker/engines/torch_output.py): the text is
+meaningless, the compute is the real thing. A real checkpoint (a Hugging Face directory or a GGUF file,
+`TorchSettings.checkpoint`) brings its own tokenizer and chat format, which the engine describes
+(`describe()`, the DescribeModel RPC). See docs/torch_engine.md.
 
 Concurrency: `generate` queues a sequence (bounded); one scheduler task admits sequences into the running
 batch (at most `max_batch`, each with a KV lease, see torch_kv.py) and runs steps in a dedicated worker
@@ -33,9 +35,19 @@ import torch
 from gpu_worker.core.agent import AgentSettings, decide
 from gpu_worker.core.errors import Draining, EngineFailure, InvalidRequest, QueueFull, WorkerError
 from gpu_worker.engines.base import EngineEvent, Finished, GenerationJob, Prefilled
+from gpu_worker.engines.checkpoint import open_checkpoint
+from gpu_worker.engines.describe import describe_checkpoint
 from gpu_worker.engines.torch_kv import KvStats, KvStore, Lease
-from gpu_worker.engines.torch_model import Chunk, Transformer, dummy_model, load_checkpoint, preset
+from gpu_worker.engines.torch_model import (
+    Chunk,
+    Transformer,
+    dummy_model,
+    load_model,
+    preset,
+    require_tether_vocabulary,
+)
 from gpu_worker.engines.torch_output import PLAIN_VOCAB, OutputPlan, common_prefix, plan_for
+from gpu_worker.wire.model import ModelDescription, tether_description
 
 __all__ = ["TorchEngine", "TorchSettings", "TorchStats"]
 
@@ -50,7 +62,7 @@ class TorchSettings:
     """Settings of the torch engine; env names are TETHER_WORKER_TORCH_<FIELD in upper case>."""
 
     preset: str = "small"  # dummy-weight shape (torch_model.PRESETS) when no checkpoint is given
-    checkpoint: str = ""  # a local directory with config.json + *.safetensors (Llama architecture)
+    checkpoint: str = ""  # a Hugging Face directory or a .gguf file (Llama architecture)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16 | float16
     seed: int = 0  # seed of the dummy weights
@@ -143,12 +155,22 @@ class TorchEngine:
     name = "torch"
 
     def __init__(
-        self, settings: TorchSettings, *, agent: AgentSettings | None = None, model: Transformer | None = None
+        self,
+        settings: TorchSettings,
+        *,
+        agent: AgentSettings | None = None,
+        model: Transformer | None = None,
+        description: ModelDescription | None = None,
+        names: tuple[str, ...] = (),
     ) -> None:
-        """`model` (optional) is an already loaded model to use instead of the one `settings` describe."""
+        """`model` (optional) is an already loaded model to use instead of the one `settings` name, and
+        `description` its description (default: dummy weights on Tether's vocabulary). `names` are the
+        model names to answer to (default: the checkpoint's name, or `tether-torch-dummy-<preset>`)."""
         self.settings = settings
         self._agent = agent or AgentSettings()
         self._preloaded = model
+        self._names = names
+        self._description = description
         self._device = settings.torch_device() if model is None else model.device
         self._dtype = settings.torch_dtype(self._device) if model is None else model.dtype
         self._model: Transformer | None = None
@@ -172,6 +194,12 @@ class TorchEngine:
         if self._model is None:
             raise EngineFailure("the torch engine is not started")
         return self._model
+
+    def describe(self) -> ModelDescription:
+        """What the engine serves (names, tokenizer, chat format, stops, context); known once started."""
+        if self._description is None:
+            raise EngineFailure("the torch engine is not started")
+        return self._description
 
     async def start(self) -> None:
         """Load the model in the engine's thread and start the scheduler."""
@@ -203,11 +231,28 @@ class TorchEngine:
         if self.settings.threads and self._device.type == "cpu":
             torch.set_num_threads(self.settings.threads)
         if self._preloaded is not None:
-            return self._preloaded
-        if self.settings.checkpoint:
-            return load_checkpoint(self.settings.checkpoint, device=self._device, dtype=self._dtype)
-        cfg = preset(self.settings.preset)
-        return dummy_model(cfg, seed=self.settings.seed, device=self._device, dtype=self._dtype)
+            model = self._preloaded
+        elif self.settings.checkpoint:
+            checkpoint = open_checkpoint(self.settings.checkpoint)
+            model = load_model(checkpoint, device=self._device, dtype=self._dtype)
+            self._description = describe_checkpoint(
+                checkpoint,
+                vocab_size=model.cfg.vocab_size,
+                context_length=model.cfg.max_position_embeddings,
+                engine=self.name,
+                names=self._names,
+            )
+        else:
+            cfg = preset(self.settings.preset)
+            model = dummy_model(cfg, seed=self.settings.seed, device=self._device, dtype=self._dtype)
+        if self._description is None:  # dummy weights speak Tether's format on o200k ids
+            require_tether_vocabulary(model.cfg)
+            self._description = tether_description(
+                self._names or (f"tether-torch-dummy-{self.settings.preset}",),
+                engine=self.name,
+                context_length=model.cfg.max_position_embeddings,
+            )
+        return model
 
     async def stop(self) -> None:
         """Stop the scheduler; sequences still queued or running get Draining."""

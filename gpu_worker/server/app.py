@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -67,7 +68,11 @@ def build_engine(settings: WorkerSettings, environ: Mapping[str, str]) -> Engine
         torch_settings = torch_engine.TorchSettings.from_env(environ)
     except ValueError as exc:
         raise SettingsError(f"torch engine settings: {exc}") from None
-    engine: Engine = torch_engine.TorchEngine(torch_settings, agent=settings.agent)
+    if settings.model_path:
+        torch_settings = replace(torch_settings, checkpoint=settings.model_path)
+    # A name set on purpose replaces the checkpoint's own (or the dummy weights' default) name.
+    names = () if settings.model_name == WorkerSettings().model_name else (settings.model_name,)
+    engine: Engine = torch_engine.TorchEngine(torch_settings, agent=settings.agent, names=names)
     return engine
 
 

@@ -49,3 +49,23 @@ def test_bad_settings_fail_loudly(env: dict[str, str], message: str) -> None:
 def test_asking_for_cuda_without_cuda_fails_loudly() -> None:
     with pytest.raises(ValueError, match="CUDA is not available"):
         TorchSettings(device="cuda").torch_device()
+
+
+def test_model_path_selects_the_checkpoint_of_the_torch_engine() -> None:
+    from gpu_worker.__main__ import build_parser
+    from gpu_worker.config import SettingsError, WorkerSettings
+    from gpu_worker.engines.torch_engine import TorchEngine
+    from gpu_worker.server.app import build_engine
+
+    args = build_parser().parse_args(["--engine", "torch", "--model-path", "/models/smol.gguf"])
+    assert args.model_path == "/models/smol.gguf"
+    env = {"TETHER_WORKER_ENGINE": "torch", "TETHER_WORKER_MODEL_PATH": "/models/smol.gguf"}
+    settings = WorkerSettings.from_env(env)
+    engine = build_engine(settings, {"TETHER_WORKER_TORCH_CHECKPOINT": "/elsewhere"})
+    assert isinstance(engine, TorchEngine)
+    assert engine.settings.checkpoint == "/models/smol.gguf"  # the worker's model path wins
+    named = build_engine(settings.with_overrides(model_name="smol"), {})
+    assert isinstance(named, TorchEngine)
+    assert named._names == ("smol",)
+    with pytest.raises(SettingsError, match="needs the torch engine"):
+        WorkerSettings.from_env({"TETHER_WORKER_MODEL_PATH": "/models/smol.gguf"})
