@@ -50,7 +50,11 @@ class Usage:
         """The usage object with both `*_tokens_details` objects (Open Responses requires them)."""
         return {
             "input_tokens": self.input_tokens,
-            "input_tokens_details": {"cached_tokens": self.cached_tokens},
+            # The prompt tokens this turn prefilled, which the worker keeps as the chain's cache.
+            "input_tokens_details": {
+                "cached_tokens": self.cached_tokens,
+                "cache_write_tokens": max(0, self.input_tokens - self.cached_tokens),
+            },
             "output_tokens": self.output_tokens,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": self.input_tokens + self.output_tokens,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from openai.types.responses import ResponseUsage
+
 from api_box.core.errors import WorkerFailed
 from api_box.core.events import ResponseEvents, Usage, response_template
 from api_box.core.protocol import CreateRequest, FunctionTool, MessageItem
@@ -63,11 +65,12 @@ def test_text_answer_sequence() -> None:
     assert final["completed_at"] == 101
     assert final["usage"] == {
         "input_tokens": 10,
-        "input_tokens_details": {"cached_tokens": 4},
+        "input_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 6},
         "output_tokens": 3,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": 13,
     }
+    ResponseUsage.model_validate(final["usage"])  # SDK 3.63 requires cache_write_tokens
     assert final["output"] == [
         {
             "id": "msg_0",
