@@ -59,7 +59,12 @@ def add_arguments(parser: Any) -> None:
         env_var="TETHER_LOAD_SESSION_KEY",
         help="how the routing key travels: X-Session-Id header, session_id query, or not at all",
     )
-    add("--api-key", default="tether-dev-key", env_var="TETHER_LOAD_API_KEY", help="bearer key")
+    add(
+        "--api-key",
+        default=None,  # resolved by each user (loadtest/workload.py api_key), so the web UI never shows it
+        env_var="TETHER_LOAD_API_KEY",
+        help="bearer key (default: $OPENAI_API_KEY, else tether-dev-key)",
+    )
     add("--model", default=DEFAULT_MODEL, env_var="TETHER_LOAD_MODEL", help="model name sent")
     add(
         "--turn-timeout",

@@ -46,6 +46,7 @@ MAX_TOOL_CALLS: Final = 64  # the agent policy's bound on tether.tool_calls
 MAX_OUTPUT_BYTES: Final = 1 << 20
 MAX_HISTORY_TOKENS: Final = 200_000
 DEFAULT_MODEL: Final = "tether-sim"
+DEV_API_KEY: Final = "tether-dev-key"  # what `tether up` accepts by default
 FIRST_OUTPUT_EVENTS: Final = frozenset(
     {"response.output_text.delta", "response.function_call_arguments.delta"}
 )
@@ -90,6 +91,12 @@ class AgentShape:
     def turns(self) -> int:
         """Responses in one run: one per tool call plus the final answer."""
         return self.tool_calls + 1
+
+
+def api_key(given: str | None, environ: Mapping[str, str]) -> str:
+    """The bearer key a load-test user sends: `--api-key` (or TETHER_LOAD_API_KEY) when given, else
+    OPENAI_API_KEY as every OpenAI client reads it, else the key of a local `tether up`."""
+    return given or environ.get("OPENAI_API_KEY") or DEV_API_KEY
 
 
 def check_mode(mode: str) -> Mode:

@@ -10,6 +10,7 @@ one. The knobs come from the parser arguments in loadtest/listeners.py (with TET
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from typing import Any, ClassVar
@@ -29,6 +30,7 @@ from loadtest.workload import (
     TurnError,
     TurnEvents,
     WorkloadError,
+    api_key,
     dumps,
 )
 
@@ -51,7 +53,7 @@ class AgentUser(User):
             history_tokens=opts.history_tokens,
             model=opts.model,
         )
-        self.api_key: str = opts.api_key
+        self.api_key: str = api_key(opts.api_key, os.environ)
         self.session_key: str = opts.session_key
         self.think_time: float = opts.think_time
         self.timeout: float = opts.turn_timeout

@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BUDGET = 60  # seconds per smoke run
 
 
-def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def _run(argv: list[str], cwd: Path, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_vars}
+    env.pop("TETHER_LOAD_API_KEY", None)
     return subprocess.run(
         argv,
         cwd=cwd,
@@ -65,6 +66,23 @@ def test_locust_fails_the_run_when_a_threshold_is_exceeded(cluster: LocalCluster
     result = _run(argv, ROOT)
     assert result.returncode == 1, result.stderr[-3000:]
     assert "threshold exceeded: p95 time to first token" in result.stderr
+
+
+def test_locust_takes_the_key_from_openai_api_key_unless_one_is_given(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    assert cluster.router_url is not None
+    argv = [
+        sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless",
+        "-u", "1", "-r", "1", "-t", "2s", "--host", cluster.router_url, "--tool-calls", "1",
+        "--only-summary", "--max-p95-ttft-ms", "5000", "HttpFullContextAgent",
+    ]  # fmt: skip
+    refused = _run(argv, ROOT, OPENAI_API_KEY="sk-not-this-cluster")  # no --api-key: the env's key is sent
+    assert refused.returncode == 1, refused.stderr[-3000:]
+    assert "401" in refused.stderr, refused.stderr[-3000:]
+    assert "threshold exceeded" in refused.stderr
+    served = _run([*argv, "--api-key", cluster.spec.api_key], ROOT, OPENAI_API_KEY="sk-not-this-cluster")
+    assert served.returncode == 0, served.stderr[-3000:]  # the flag wins over the environment
 
 
 def test_tether_bench_smoke_measures_every_mode_and_agrees_with_the_metrics(

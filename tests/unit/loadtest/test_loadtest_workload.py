@@ -9,6 +9,7 @@ import pytest
 
 from gpu_worker.wire.tokenizer import encode
 from loadtest.workload import (
+    DEV_API_KEY,
     INSTRUCTIONS,
     METADATA_TOOL_CALLS,
     TOOLS,
@@ -18,6 +19,7 @@ from loadtest.workload import (
     TurnError,
     TurnEvents,
     WorkloadError,
+    api_key,
     check_mode,
     history_text,
     parse_response,
@@ -197,3 +199,10 @@ def test_an_error_event_or_a_stream_without_a_terminal_event_is_a_turn_error(err
         TurnEvents(started=0.0).see("error", 1.0, event=error)
     with pytest.raises(TurnError, match="without a terminal event"):
         TurnEvents(started=0.0).response()
+
+
+def test_the_api_key_comes_from_the_flag_then_openai_api_key_then_the_dev_key() -> None:
+    assert api_key("flag-key", {"OPENAI_API_KEY": "sk-env"}) == "flag-key"  # --api-key / TETHER_LOAD_API_KEY
+    assert api_key(None, {"OPENAI_API_KEY": "sk-env"}) == "sk-env"
+    assert api_key(None, {"OPENAI_API_KEY": ""}) == DEV_API_KEY  # set but empty: not a key
+    assert api_key(None, {}) == DEV_API_KEY == "tether-dev-key"
