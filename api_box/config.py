@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
+from api_box.core.deflate import DeflatePolicy
 from api_box.core.protocol import HOSTED_TOOL_POLICIES, Limits
 
 ENV_PREFIX = "TETHER_BOX_"
@@ -52,6 +53,12 @@ class Settings:
     send_timeout_seconds: float = 30.0
     body_timeout_seconds: float = 60.0  # an HTTP body must arrive within this
     ws_heartbeat_seconds: float = 30.0
+    # permessage-deflate (RFC 7692) for clients that offer it: api_box/core/deflate.py.
+    # Defaults chosen by benchmarks/deflate_bench.py (docs/websocket_compression.md).
+    ws_deflate: bool = True
+    ws_deflate_window_bits: int = 12  # 9..15, the box's LZ77 window and the most it grants the client
+    ws_deflate_context_takeover: bool = True  # False: every message is compressed on its own
+    ws_deflate_max_connection_bytes: int = 96 * 1024  # zlib memory one connection may hold
     worker_connect_timeout: float = 2.0
     worker_request_timeout: float = 300.0
     default_max_output_tokens: int = 1024
@@ -95,6 +102,10 @@ class Settings:
             "send_timeout_seconds": self.send_timeout_seconds > 0,
             "body_timeout_seconds": self.body_timeout_seconds > 0,
             "ws_heartbeat_seconds": self.ws_heartbeat_seconds > 0,
+            "ws_deflate_window_bits": 9 <= self.ws_deflate_window_bits <= 15,
+            "ws_deflate_max_connection_bytes": _deflate_fits(
+                self.ws_deflate_window_bits, self.ws_deflate_max_connection_bytes
+            ),
             "worker_connect_timeout": self.worker_connect_timeout > 0,
             "worker_request_timeout": self.worker_request_timeout > 0,
             "default_max_output_tokens": self.default_max_output_tokens >= 1,
@@ -126,6 +137,17 @@ class Settings:
             hosted_tools=self.hosted_tools,
         )
 
+    @property
+    def deflate(self) -> DeflatePolicy | None:
+        """The permessage-deflate policy, None when compression is off."""
+        if not self.ws_deflate:
+            return None
+        return DeflatePolicy(
+            window_bits=self.ws_deflate_window_bits,
+            context_takeover=self.ws_deflate_context_takeover,
+            max_connection_bytes=self.ws_deflate_max_connection_bytes,
+        )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Settings from TETHER_BOX_* variables; raises ValueError naming the bad variable."""
@@ -140,6 +162,14 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (CLI flags over the environment); None values are ignored."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _deflate_fits(window_bits: int, max_connection_bytes: int) -> bool:
+    try:
+        DeflatePolicy(window_bits=window_bits, max_connection_bytes=max_connection_bytes)
+    except ValueError:
+        return not 9 <= window_bits <= 15  # reported under ws_deflate_window_bits instead
+    return True
 
 
 def _is_target(target: str) -> bool:

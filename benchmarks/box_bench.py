@@ -150,7 +150,8 @@ class Cluster:
     base_url: str
 
     @classmethod
-    def start(cls) -> Cluster:
+    def start(cls, box_env: dict[str, str] | None = None) -> Cluster:
+        """Start the worker and the box (`box_env`: extra TETHER_BOX_* settings of the box)."""
         env = {
             **os.environ,
             "TETHER_WORKER_MAX_PROMPT_TOKENS": "400000",
@@ -166,7 +167,7 @@ class Cluster:
         box, url = _start(
             [python, "-m", "api_box", "--port", "0", "--admin-port", "-1", "--dev", "--workers", target,
              "--log-level", "WARNING"],
-            {**env, "TETHER_BOX_MAX_CHAIN_TOKENS": "1000000"},
+            {**env, "TETHER_BOX_MAX_CHAIN_TOKENS": "1000000", **(box_env or {})},
             "tether-api-box serving",
         )  # fmt: skip
         return cls(worker, box, url)

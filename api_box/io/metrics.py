@@ -21,6 +21,8 @@ DIRECTIONS = ("client_to_server", "server_to_client")
 CLIENT_TO_SERVER, SERVER_TO_CLIENT = DIRECTIONS
 WRITE_BEHIND_DROP_REASONS = ("queue_full", "redis_down")  # what the alert rules and dashboards expect
 SEALED_HANDOFF_RESULTS = ("sealed", "restored", "missing", "rejected", "skipped")
+IMAGE_HANDLINGS = ("placeholder",)  # images sent to a model without vision become a text placeholder
+COMPACTION_RESULTS = ("made", "expanded", "rejected")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,9 @@ class BoxMetrics:
     sealed_handoffs: Counter
     draining: Gauge
     drain_started_timestamp: Gauge
+    websocket_deflate: Counter
+    input_images: Counter
+    compactions: Counter
 
 
 def build_metrics(registry: CollectorRegistry, *, version: str) -> BoxMetrics:
@@ -129,6 +134,24 @@ def build_metrics(registry: CollectorRegistry, *, version: str) -> BoxMetrics:
         drain_started_timestamp=Gauge(
             "tether_box_drain_started_timestamp_seconds", "When the drain started (0 before)", registry=r
         ),
+        websocket_deflate=Counter(
+            "tether_box_websocket_deflate_total",
+            "WebSocket connections accepted, by whether permessage-deflate was negotiated",
+            ["negotiated"],
+            registry=r,
+        ),
+        input_images=Counter(
+            "tether_box_input_images_total",
+            "input_image parts received, by how they reached the model",
+            ["handling"],
+            registry=r,
+        ),
+        compactions=Counter(
+            "tether_box_compactions_total",
+            "Compaction items made and expanded, by outcome",
+            ["result"],
+            registry=r,
+        ),
     )
     _initialise_labels(metrics)
     return metrics
@@ -153,6 +176,12 @@ def _initialise_labels(m: BoxMetrics) -> None:
         m.write_behind_dropped.labels(reason)
     for result in SEALED_HANDOFF_RESULTS:
         m.sealed_handoffs.labels(result)
+    for negotiated in ("yes", "no"):
+        m.websocket_deflate.labels(negotiated)
+    for handling in IMAGE_HANDLINGS:
+        m.input_images.labels(handling)
+    for result in COMPACTION_RESULTS:
+        m.compactions.labels(result)
 
 
 WORKER_CALL_RESULTS = ("ok", "resend", "failover", "error")

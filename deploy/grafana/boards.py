@@ -514,6 +514,27 @@ def _handoff() -> list[Panel]:
             "cps",
             width=8,
         ),
+        timeseries(
+            "WebSocket connections / s, by permessage-deflate",
+            "Accepted WebSocket connections: compressed (the client offered deflate) or not.",
+            [(rate("tether_box_websocket_deflate_total", "negotiated"), "deflate {{negotiated}}")],
+            "cps",
+            width=8,
+        ),
+        timeseries(
+            "Compaction items / s",
+            "Compaction items made by /v1/responses/compact, expanded from input, or rejected.",
+            [(rate("tether_box_compactions_total", "result"), "{{result}}")],
+            "cps",
+            width=8,
+        ),
+        timeseries(
+            "Input images / s",
+            "input_image parts received, by how they reached the model (a text placeholder without vision).",
+            [(rate("tether_box_input_images_total", "handling"), "{{handling}}")],
+            "cps",
+            width=8,
+        ),
     ]
 
 

@@ -69,3 +69,23 @@ def test_flags_override_the_environment() -> None:
     assert s.connection_max_seconds == 5.0
     assert s.log_format == "json"
     assert settings_from([], {"TETHER_BOX_PORT": "9000"}).port == 9000
+
+
+def test_websocket_deflate_settings() -> None:
+    s = Settings.from_env(
+        {
+            "TETHER_BOX_WS_DEFLATE_WINDOW_BITS": "12",
+            "TETHER_BOX_WS_DEFLATE_CONTEXT_TAKEOVER": "no",
+            "TETHER_BOX_WS_DEFLATE_MAX_CONNECTION_BYTES": "100000",
+        }
+    )
+    assert s.deflate is not None
+    assert (s.deflate.window_bits, s.deflate.context_takeover, s.deflate.mem_level) == (12, False, 6)
+    assert Settings(ws_deflate=False).deflate is None
+    default = Settings().deflate
+    assert default is not None
+    assert (default.window_bits, default.mem_level) == (12, 6)
+    with pytest.raises(ValueError, match="ws_deflate_window_bits=8"):
+        Settings(ws_deflate_window_bits=8)
+    with pytest.raises(ValueError, match="ws_deflate_max_connection_bytes=100000"):
+        Settings(ws_deflate_window_bits=15, ws_deflate_max_connection_bytes=100_000)  # needs more

@@ -21,6 +21,7 @@ from chart_render import (
 )
 from helm_python import HelmError
 
+from api_box.config import Settings as BoxSettings
 from api_box.core.auth import hash_key, parse_keys_file
 from router.config import Settings as RouterSettings
 
@@ -439,3 +440,29 @@ def test_the_store_false_sealed_handoff_can_be_turned_off_and_tuned() -> None:
     assert env["TETHER_BOX_SEALED_HANDOFF"] == "0"
     assert env["TETHER_BOX_SEALED_HANDOFF_TTL_SECONDS"] == "30"
     assert env["TETHER_BOX_SEALED_HANDOFF_MAX_BYTES"] == "1048576"
+
+
+def test_websocket_deflate_is_wired_to_the_box_settings() -> None:
+    (box,) = containers(render_values({}).workload("api-box"))
+    env = {e["name"]: e.get("value") for e in box["env"]}
+    assert env["TETHER_BOX_WS_DEFLATE"] == "1"
+    values = {
+        "apiBox": {
+            "websocketDeflate": {
+                "enabled": True,
+                "windowBits": 12,
+                "contextTakeover": False,
+                "maxConnectionBytes": 131072,
+            }
+        }
+    }
+    (box,) = containers(render_values(values).workload("api-box"))
+    env = {e["name"]: e.get("value") for e in box["env"] if e["name"].startswith("TETHER_BOX_WS_DEFLATE")}
+    settings = BoxSettings.from_env(env)
+    assert settings.deflate is not None
+    assert (settings.deflate.window_bits, settings.deflate.context_takeover) == (12, False)
+    assert settings.deflate.max_connection_bytes == 131072
+    with pytest.raises(HelmError, match="windowBits"):
+        render_values(
+            {"apiBox": {"websocketDeflate": {**values["apiBox"]["websocketDeflate"], "windowBits": 8}}}
+        )
