@@ -13,7 +13,8 @@ from typing import Any
 import grpc
 
 from gpu_worker.client._convert import event_from_pb, request_to_pb
-from gpu_worker.client.rendezvous import rank, routing_key_of_chain
+from gpu_worker.client.policy import WorkerRouting, WorkerSelector
+from gpu_worker.client.rendezvous import routing_key_of_chain
 from gpu_worker.client.types import (
     CallResult,
     Done,
@@ -64,7 +65,8 @@ class _Unreachable(Exception):
 
 
 class WorkerPool:
-    """Consistent-hash routing of chains onto workers, with the delta protocol and failover."""
+    """Routing of chains onto workers (affinity by default, see policy.py), with the delta protocol and
+    failover."""
 
     def __init__(
         self,
@@ -76,6 +78,7 @@ class WorkerPool:
         max_attempts: int = 3,
         on_call: Callable[[CallResult], None] | None = None,
         channel_options: Sequence[tuple[str, Any]] = CHANNEL_OPTIONS,
+        routing: str = "affinity",
     ) -> None:
         unique = tuple(dict.fromkeys(t.strip() for t in targets if t.strip()))
         if not unique:
@@ -93,6 +96,8 @@ class WorkerPool:
         self._stubs: dict[str, pb_grpc.WorkerStub] = {}
         self._down_until: dict[str, float] = {}
         self._counts: Counter[str] = Counter()
+        self._selector = WorkerSelector(routing)  # ValueError on an unknown policy
+        self._in_flight: Counter[str] = Counter()  # calls running on each worker (least-loaded reads it)
         # What each worker said it serves (DescribeModel); None: a worker without the RPC, which serves
         # any model name in Tether's own format. A target missing here has not answered yet.
         self._described: dict[str, ModelDescription | None] = {}
@@ -104,6 +109,16 @@ class WorkerPool:
     def targets(self) -> tuple[str, ...]:
         """The configured workers, in configuration order."""
         return self._targets
+
+    @property
+    def routing(self) -> WorkerRouting:
+        """The worker selection policy: affinity, round-robin or least-loaded (policy.py)."""
+        return self._selector.routing
+
+    @property
+    def in_flight(self) -> Mapping[str, int]:
+        """Calls running on each worker now (workers with none are left out)."""
+        return {t: n for t, n in self._in_flight.items() if n}
 
     @property
     def call_counts(self) -> Mapping[str, int]:
@@ -182,14 +197,18 @@ class WorkerPool:
 
     # -------------------------------------------------------------------------------------- routing
     def owner(self, cache_key: str, model: str = "") -> str:
-        """The worker a chain goes to now: the first in its rendezvous order not marked down."""
-        return self._candidates(cache_key, model)[0]
+        """The worker a chain goes to under affinity: the first in its rendezvous order not marked down.
+        (Round-robin and least-loaded pick per call; `generate` reports the worker in its events.)"""
+        serving = self._serving(model)
+        return self._selector.affinity_order(cache_key, serving, down=self._down(serving))[0]
 
     def _candidates(self, key: str, model: str = "") -> list[str]:
+        serving = self._serving(model)
+        return self._selector.order(key, serving, down=self._down(serving), in_flight=self._in_flight)
+
+    def _down(self, targets: Sequence[str]) -> set[str]:
         now = time.monotonic()
-        ranked = rank(key, self._serving(model))
-        up = [t for t in ranked if self._down_until.get(t, 0.0) <= now]
-        return up + [t for t in ranked if t not in up]
+        return {t for t in targets if self._down_until.get(t, 0.0) > now}
 
     def _mark_down(self, target: str) -> None:
         self._down_until[target] = time.monotonic() + self._down_cooldown
@@ -261,6 +280,7 @@ class WorkerPool:
             raise WorkerTimeout(message, code="DEADLINE_EXCEEDED", target=target)
         call = self._stubs[target].Generate(request_to_pb(req, full=full), timeout=remaining)
         done = False
+        self._in_flight[target] += 1
         try:
             async for message in call:
                 event = event_from_pb(message, target)
@@ -270,6 +290,7 @@ class WorkerPool:
         except grpc.aio.AioRpcError as exc:
             raise _classify(exc, target) from None
         finally:
+            self._in_flight[target] -= 1
             call.cancel()  # no-op when the call finished; stops the worker when our consumer left early
         if not done:
             raise WorkerError("the stream ended without a Done event", code="INTERNAL", target=target)
@@ -290,10 +311,19 @@ class WorkerPool:
             raise _Unreachable(f"not connected within {timeout:.1f}s") from None
 
     async def drop(self, cache_key: str) -> bool:
-        """Best effort DropSession on the chain's owner; True when the worker held it."""
+        """Best effort DropSession where the chain lives: its owner under affinity, every worker of its
+        model under the other policies (any of them may hold a copy); True when a worker held it."""
         if not self._stubs:
             return False
-        target = self.owner(cache_key, self._chain_models.pop(cache_key, ""))
+        model = self._chain_models.pop(cache_key, "")
+        if self.routing == "affinity":
+            targets: Sequence[str] = (self.owner(cache_key, model),)
+        else:
+            targets = self._serving(model)
+        dropped = await asyncio.gather(*(self._drop_on(t, cache_key) for t in targets))
+        return any(dropped)
+
+    async def _drop_on(self, target: str, cache_key: str) -> bool:
         try:
             reply = await self._stubs[target].DropSession(
                 pb.DropSessionRequest(cache_key=cache_key), timeout=self._connect_timeout
