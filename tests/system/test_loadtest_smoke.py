@@ -35,16 +35,32 @@ def _run(argv: list[str], cwd: Path, **env_vars: str) -> subprocess.CompletedPro
     )
 
 
+def _locust(cluster: LocalCluster, *args: str) -> list[str]:
+    """A headless, summary-only Locust run of loadtest/locustfile.py against the cluster's router."""
+    assert cluster.router_url is not None
+    locustfile = str(ROOT / "loadtest" / "locustfile.py")
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        locustfile,
+        "--headless",
+        "--only-summary",
+        "--host",
+        cluster.router_url,
+        *args,
+    ]
+
+
 def test_locust_distributed_headless_runs_all_three_agents_and_writes_csv(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    assert cluster.router_url is not None
-    argv = [
-        sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless",
-        "-u", "3", "-r", "3", "-t", "6s", "--host", cluster.router_url, "--csv", str(tmp_path / "smoke"),
-        "--tool-calls", "2", "--tool-output-bytes", "512", "--only-summary", "--max-p95-ttft-ms", "5000",
+    argv = _locust(
+        cluster, "-u", "3", "-r", "3", "-t", "6s", "--csv", str(tmp_path / "smoke"), "--tool-calls", "2",
+        "--tool-output-bytes", "512", "--max-p95-ttft-ms", "5000",
         "--processes", "2",  # distributed mode: a master and two workers, stats aggregated on the master
-    ]  # fmt: skip
+    )  # fmt: skip
     result = _run(argv, ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     with (tmp_path / "smoke_stats.csv").open() as handle:
@@ -57,31 +73,25 @@ def test_locust_distributed_headless_runs_all_three_agents_and_writes_csv(
 
 
 def test_locust_fails_the_run_when_a_threshold_is_exceeded(cluster: LocalCluster, tmp_path: Path) -> None:
-    assert cluster.router_url is not None
-    argv = [
-        sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless",
-        "-u", "1", "-r", "1", "-t", "3s", "--host", cluster.router_url, "--tool-calls", "1",
-        "--only-summary", "--max-p95-ttft-ms", "0.001", "WebSocketAgent",
-    ]  # fmt: skip
-    result = _run(argv, ROOT)
+    argv = _locust(
+        cluster, "-u", "1", "-r", "1", "-t", "3s", "--tool-calls", "1", "--max-p95-ttft-ms", "0.001"
+    )
+    result = _run([*argv, "WebSocketAgent"], ROOT)
     assert result.returncode == 1, result.stderr[-3000:]
     assert "threshold exceeded: p95 time to first token" in result.stderr
 
 
-def test_locust_takes_the_key_from_openai_api_key_unless_one_is_given(
-    cluster: LocalCluster, tmp_path: Path
-) -> None:
-    assert cluster.router_url is not None
-    argv = [
-        sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless",
-        "-u", "1", "-r", "1", "-t", "2s", "--host", cluster.router_url, "--tool-calls", "1",
-        "--only-summary", "--max-p95-ttft-ms", "5000", "HttpFullContextAgent",
-    ]  # fmt: skip
-    refused = _run(argv, ROOT, OPENAI_API_KEY="sk-not-this-cluster")  # no --api-key: the env's key is sent
+def test_locust_takes_the_key_from_openai_api_key_unless_one_is_given(cluster: LocalCluster) -> None:
+    argv = _locust(
+        cluster, "-u", "1", "-r", "1", "-t", "2s", "--tool-calls", "1", "--max-p95-ttft-ms", "5000"
+    )
+    # No --api-key: the environment's key is sent, and this cluster refuses it.
+    refused = _run([*argv, "HttpFullContextAgent"], ROOT, OPENAI_API_KEY="sk-not-this-cluster")
     assert refused.returncode == 1, refused.stderr[-3000:]
     assert "401" in refused.stderr, refused.stderr[-3000:]
     assert "threshold exceeded" in refused.stderr
-    served = _run([*argv, "--api-key", cluster.spec.api_key], ROOT, OPENAI_API_KEY="sk-not-this-cluster")
+    with_flag = [*argv, "--api-key", cluster.spec.api_key, "HttpFullContextAgent"]
+    served = _run(with_flag, ROOT, OPENAI_API_KEY="sk-not-this-cluster")
     assert served.returncode == 0, served.stderr[-3000:]  # the flag wins over the environment
 
 
