@@ -26,7 +26,7 @@ from api_box.config import Settings
 from api_box.io.app import build_admin_app, build_app
 from api_box.io.drain import drain
 from api_box.io.logctx import ContextFilter, QuietProbesAccessLogger
-from gpu_worker.client import WorkerPool
+from gpu_worker.client import ROUTINGS, WorkerPool
 from gpu_worker.wire import tokenizer
 
 _LOG = logging.getLogger("api_box")
@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port; 0 picks a free one (default 8080)")
     p.add_argument("--admin-port", type=int, help="/metrics port; 0 picks a free one, -1 turns it off")
     p.add_argument("--workers", help="worker targets host:port,host:port")
+    p.add_argument(
+        "--worker-routing", choices=ROUTINGS, help="how a generation picks its worker (default affinity)"
+    )
     p.add_argument("--box-id", help="name of this box (X-Tether-Box header; default the host name)")
     p.add_argument(
         "--api-key", action="append", dest="api_keys", help="an API key of tenant 'default' (repeat)"
@@ -99,6 +102,7 @@ async def _serve(settings: Settings) -> None:
         targets=settings.workers,
         connect_timeout=settings.worker_connect_timeout,
         request_timeout=settings.worker_request_timeout,
+        routing=settings.worker_routing,
     )
     app = build_app(settings, registry=registry, worker_pool=pool)
     # The drain waits for in-flight responses; cleanup's own wait only covers what the drain left over.

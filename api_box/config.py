@@ -15,6 +15,7 @@ from typing import Any, get_type_hints
 
 from api_box.core.deflate import DeflatePolicy
 from api_box.core.protocol import HOSTED_TOOL_POLICIES, Limits
+from gpu_worker.client import ROUTINGS
 
 ENV_PREFIX = "TETHER_BOX_"
 _MIB = 1024 * 1024
@@ -61,6 +62,9 @@ class Settings:
     ws_deflate_max_connection_bytes: int = 96 * 1024  # zlib memory one connection may hold
     worker_connect_timeout: float = 2.0
     worker_request_timeout: float = 300.0
+    # Which worker a generation goes to (gpu_worker/client/policy.py): affinity (a chain stays on its
+    # worker's prefix cache) | round-robin (what a Service in front of replicas does) | least-loaded.
+    worker_routing: str = "affinity"
     default_max_output_tokens: int = 1024
     shutdown_grace_seconds: float = 10.0  # drain budget for in-flight responses (SIGTERM)
     # Cold store (api_box/io/redis_store.py); an empty URL runs without one.
@@ -108,6 +112,7 @@ class Settings:
             ),
             "worker_connect_timeout": self.worker_connect_timeout > 0,
             "worker_request_timeout": self.worker_request_timeout > 0,
+            "worker_routing": self.worker_routing in ROUTINGS,
             "default_max_output_tokens": self.default_max_output_tokens >= 1,
             "shutdown_grace_seconds": self.shutdown_grace_seconds >= 0,
             "redis_url": self.redis_url == "" or self.redis_url.startswith(_REDIS_SCHEMES),

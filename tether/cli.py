@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from gpu_worker.client import ROUTINGS
 from loadtest.bench import cli as bench
 from tether.config import ENV_PREFIX, ClusterSpec
 from tether.demo import DEFAULT_TOOL_CALLS
@@ -70,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--api-key", dest="api_key", help="the key clients use (default tether-dev-key)")
     up.add_argument("--engine", choices=("sim", "torch"), help="the workers' engine (default sim)")
     up.add_argument("--speed", type=float, help="sim timing multiplier: 1 = real-GPU timing, 0 = instant")
+    up.add_argument(
+        "--worker-routing",
+        choices=ROUTINGS,
+        help="how each box picks a generation's worker: affinity (default), round-robin, least-loaded",
+    )
     redis = up.add_mutually_exclusive_group()
     redis.add_argument("--redis-url", help="use this Redis instead of starting one")
     redis.add_argument("--no-redis", action="store_true", help="run without Redis")
@@ -113,6 +119,7 @@ def spec_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Clus
         "api_key",
         "engine",
         "speed",
+        "worker_routing",
         "router",
         "log_format",
         "restart",

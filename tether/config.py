@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Literal
 
+from gpu_worker.client import ROUTINGS
 from tether.errors import ConfigError
 
 ENV_PREFIX = "TETHER_UP_"
@@ -30,6 +31,7 @@ class ClusterSpec:
     `port` is the base port clients use (the router's, or box-0's without a router); 0 picks a free one.
     `speed` scales the sim engine's timing (1 = calibrated real-GPU timing, 0 = as fast as possible).
     `redis` is "auto" (start `redis-server` when it is on PATH), a `redis://` URL to use, or None.
+    `worker_routing`: how each box picks the worker of a generation (gpu_worker/client/policy.py).
     `restart`: start a child that exits again (tether/supervisor.py); without it a child's exit fails the
     cluster. The environment (the CLI) defaults it to on, the Python API (tests) to off.
     """
@@ -43,6 +45,7 @@ class ClusterSpec:
     api_key: str = DEV_API_KEY
     engine: str = "sim"
     speed: float = 1.0
+    worker_routing: str = "affinity"
     log_format: LogFormat = "text"
     start_timeout: float = 60.0
     stop_timeout: float = 15.0
@@ -58,6 +61,7 @@ class ClusterSpec:
         _check(" " not in self.api_key, "api_key", "<hidden>", "a key without spaces")
         _check(self.engine in ("sim", "torch"), "engine", self.engine, "sim or torch")
         _check(math.isfinite(self.speed) and self.speed >= 0, "speed", self.speed, "a number >= 0")
+        _check(self.worker_routing in ROUTINGS, "worker_routing", self.worker_routing, " or ".join(ROUTINGS))
         _check(self.log_format in ("text", "json"), "log_format", self.log_format, "text or json")
         _check(self.start_timeout > 0, "start_timeout", self.start_timeout, "seconds > 0")
         _check(self.stop_timeout >= 0, "stop_timeout", self.stop_timeout, "seconds >= 0")

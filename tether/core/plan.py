@@ -86,6 +86,7 @@ def box_plan(
     chosen = box_port(spec, index) if port is None else port
     args: tuple[str, ...] = ("--host", spec.host, "--port", str(chosen), "--admin-port", "0")
     args += ("--workers", ",".join(worker_targets), "--box-id", box_name(index), "--api-key", spec.api_key)
+    args += ("--worker-routing", spec.worker_routing)
     env, defaults = _service_env(spec, "box")
     defaults += ((ENV_PREFIXES["box"] + "MODELS", f"tether-{spec.engine}"),)  # what GET /v1/models lists
     if redis_url:

@@ -89,3 +89,14 @@ def test_websocket_deflate_settings() -> None:
         Settings(ws_deflate_window_bits=8)
     with pytest.raises(ValueError, match="ws_deflate_max_connection_bytes=100000"):
         Settings(ws_deflate_window_bits=15, ws_deflate_max_connection_bytes=100_000)  # needs more
+
+
+def test_worker_routing_comes_from_the_environment_or_the_flag() -> None:
+    assert Settings().worker_routing == "affinity"
+    env = {"TETHER_BOX_WORKER_ROUTING": "round-robin"}
+    assert Settings.from_env(env).worker_routing == "round-robin"
+    assert settings_from(["--worker-routing", "least-loaded"], env).worker_routing == "least-loaded"
+    with pytest.raises(ValueError, match="worker_routing='random'"):
+        Settings.from_env({"TETHER_BOX_WORKER_ROUTING": "random"})
+    with pytest.raises(SystemExit):
+        settings_from(["--worker-routing", "random"], {})

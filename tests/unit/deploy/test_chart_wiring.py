@@ -466,3 +466,14 @@ def test_websocket_deflate_is_wired_to_the_box_settings() -> None:
         render_values(
             {"apiBox": {"websocketDeflate": {**values["apiBox"]["websocketDeflate"], "windowBits": 8}}}
         )
+
+
+def test_worker_routing_is_wired_to_the_box_settings() -> None:
+    (box,) = containers(render_values({}).workload("api-box"))
+    env = {e["name"]: e.get("value") for e in box["env"]}
+    assert BoxSettings.from_env(env).worker_routing == "affinity"
+    (box,) = containers(render_values({"apiBox": {"workerRouting": "round-robin"}}).workload("api-box"))
+    env = {e["name"]: e.get("value") for e in box["env"] if e["name"] == "TETHER_BOX_WORKER_ROUTING"}
+    assert BoxSettings.from_env(env).worker_routing == "round-robin"
+    with pytest.raises(HelmError, match="workerRouting"):
+        render_values({"apiBox": {"workerRouting": "random"}})

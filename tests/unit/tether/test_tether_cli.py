@@ -33,6 +33,13 @@ def test_flags_override_the_environment() -> None:
     assert (spec.boxes, spec.speed, spec.port, spec.redis) == (1, 2.0, 0, "redis://127.0.0.1:7000/0")
 
 
+def test_worker_routing_from_the_flag_or_the_environment() -> None:
+    assert _spec([]).worker_routing == "affinity"
+    env = {"TETHER_UP_WORKER_ROUTING": "least-loaded"}
+    assert _spec([], env).worker_routing == "least-loaded"
+    assert _spec(["--worker-routing", "round-robin"], env).worker_routing == "round-robin"
+
+
 def test_no_redis_and_no_router() -> None:
     spec = _spec(["--no-redis", "--no-router", "--api-key", "k", "--log-format", "json"])
     assert (spec.redis, spec.router, spec.api_key, spec.log_format) == (None, False, "k", "json")
@@ -45,6 +52,7 @@ def test_no_redis_and_no_router() -> None:
         ["up", "--port", "-1"],
         ["up", "--speed", "-2"],
         ["up", "--engine", "vllm"],
+        ["up", "--worker-routing", "random"],
         ["up", "--demo-tool-calls", "65"],
         ["up", "--no-redis", "--redis-url", "redis://127.0.0.1:1/0"],
         ["frobnicate"],

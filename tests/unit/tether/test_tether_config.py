@@ -64,6 +64,7 @@ def test_overrides_win_over_the_environment() -> None:
         ({"TETHER_UP_SPEED": "-1"}, "speed"),
         ({"TETHER_UP_SPEED": "nan"}, "speed"),
         ({"TETHER_UP_ENGINE": "vllm"}, "engine"),
+        ({"TETHER_UP_WORKER_ROUTING": "random"}, "worker_routing"),
         ({"TETHER_UP_LOG_FORMAT": "xml"}, "log_format"),
         ({"TETHER_UP_REDIS_URL": "http://localhost"}, "redis"),
         ({"TETHER_UP_API_KEY": "two words"}, "api_key"),

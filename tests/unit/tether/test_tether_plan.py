@@ -91,3 +91,9 @@ def test_the_router_is_ready_on_its_admin_port_a_box_on_its_own() -> None:
     )
     box = ServingLine("tether-api-box", "127.0.0.1", 8081, "http://127.0.0.1:9101/metrics")
     assert readiness_url("box", box) == "http://127.0.0.1:8081/readyz"
+
+
+def test_boxes_get_the_clusters_worker_routing() -> None:
+    assert _flag(box_plan(ClusterSpec(), 0, ["w:1"], None).args, "--worker-routing") == "affinity"
+    spec = ClusterSpec(worker_routing="round-robin")
+    assert _flag(box_plan(spec, 1, ["w:1", "w:2"], None).args, "--worker-routing") == "round-robin"
