@@ -1,10 +1,16 @@
 """The agent workload shared by the Locust users and `tether bench`. Pure: no I/O, no clock, no Locust.
 
-An agent run is: instructions + tool definitions + a user message (optionally preceded by a synthetic
-history of `history_tokens` tokens), then `tool_calls` function calls whose outputs are `output_bytes`
-each, then a final answer. The sim engine's agent policy makes the calls: the request carries
-`metadata["tether.tool_calls"]` (gpu_worker/core/agent.py), so the model calls a tool while fewer than
-that many calls followed the last user message, then answers.
+An agent run is: instructions + tool definitions + a user message (optionally preceded by a history of
+about `history_tokens` tokens), then `tool_calls` function calls whose outputs are `output_bytes` each,
+then a final answer. The texts come from a `TextSource`: the benchmark and Locust pass
+`loadtest.corpus.Corpus` (real text from the Python standard library, deterministic per seed and
+`content_key`); the default `SYNTHETIC` generates lines, which compress far better than real output.
+Every request carries `prompt_cache_key` (the run id), as the SDK-based agents send it, so a stateless
+request can meet its conversation's worker under the box's affinity routing.
+
+The sim engine's agent policy makes the calls: the request carries `metadata["tether.tool_calls"]`
+(gpu_worker/core/agent.py), so the model calls a tool while fewer than that many calls followed the last
+user message, then answers.
 
 `AgentRun` is the client side of one run in one of the three modes:
 
@@ -12,7 +18,7 @@ that many calls followed the last user message, then answers.
     http_full     HTTP POST, store:false, the whole history every turn (the stateless baseline)
     http_chained  HTTP POST, store:true, previous_response_id + only the new items
 
-    run = AgentRun("ws", AgentShape(tool_calls=20, output_bytes=4096), run_id="a1-r0")
+    run = AgentRun("ws", AgentShape(tool_calls=20, output_bytes=4096), run_id="a1-r0", texts=corpus)
     while not run.finished:
         body = run.next_body()          # the response.create body of the next turn (a dict)
         ... send it, read the events up to the terminal one ...
@@ -27,7 +33,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 import orjson
 
@@ -108,12 +114,42 @@ def check_mode(mode: str) -> Mode:
 
 
 def dumps(body: Mapping[str, Any]) -> bytes:
-    """The JSON bytes a client sends for `body` (compact, UTF-8): what both sides count as payload."""
+    """The JSON bytes a client sends for `body` (compact, UTF-8, as the openai SDK's HTTP client
+    serializes it): what both sides count as payload."""
     return orjson.dumps(body)
 
 
+class TextSource(Protocol):
+    """Where an agent run's tool outputs and long first message come from: `loadtest/corpus.py` (real text
+    from the Python standard library, what the benchmark and Locust use) or `SYNTHETIC`."""
+
+    def tool_output(self, name: str, key: str, size: int) -> str:
+        """What tool `name` returns for call `key` (deterministic): exactly `size` UTF-8 bytes."""
+        ...
+
+    def history(self, key: str, tokens: int) -> str:
+        """About `tokens` o200k tokens of text for a long first message (deterministic per `key`)."""
+        ...
+
+
+class SyntheticText:
+    """Generated lines and one-token filler words: cheap and exact in tokens, but far more compressible
+    than real tool output (use loadtest/corpus.py where compression or tokenization matters)."""
+
+    def tool_output(self, name: str, key: str, size: int) -> str:
+        """`tool_output(key, name, size)`."""
+        return tool_output(key, name, size)
+
+    def history(self, key: str, tokens: int) -> str:
+        """`history_text(tokens, key)`."""
+        return history_text(tokens, key)
+
+
+SYNTHETIC: Final = SyntheticText()
+
+
 def tool_output(call_id: str, name: str, size: int) -> str:
-    """A deterministic, plausible tool output of exactly `size` ASCII bytes."""
+    """A deterministic, plausible tool output of exactly `size` ASCII bytes (generated lines)."""
     seed = hashlib.blake2b(f"{name}\0{call_id}".encode(), digest_size=8).hexdigest()
     lines: list[str] = []
     total = 0
@@ -202,6 +238,10 @@ class AgentRun:
     mode: Mode
     shape: AgentShape
     run_id: str
+    texts: TextSource = SYNTHETIC
+    # Picks the texts (tool outputs, history); the run id by default. Equal keys give equal texts, so the
+    # benchmark's arms send the same text while their run ids (and so their cached prefixes) differ.
+    content_key: str = ""
     turn: int = 0  # turns recorded so far
     tool_calls: int = 0
     finished: bool = False
@@ -213,9 +253,11 @@ class AgentRun:
         self.mode = check_mode(self.mode)
         # Every run opens with its own id, as real tasks differ: no two runs share a cached prefix, so a
         # stateless client cannot borrow another run's cache in the worker.
+        self.content_key = self.content_key or self.run_id
         text = f"[task {self.run_id}] {USER_MESSAGE}"
         if self.shape.history_tokens:
-            text = history_text(self.shape.history_tokens, self.run_id) + "\n\n" + USER_MESSAGE
+            history = self.texts.history(self.content_key, self.shape.history_tokens)
+            text = f"Session {self.run_id}:\n{history}\n\n{USER_MESSAGE}"
         self._pending = [user_message(text)]
 
     @property
@@ -238,6 +280,7 @@ class AgentRun:
                 body = {"type": "response.create", **body}
             else:
                 body["stream"] = True
+        body["prompt_cache_key"] = self.run_id
         body["metadata"] = self.metadata
         return body
 
@@ -253,10 +296,11 @@ class AgentRun:
         self._pending = []
         self.previous_id = result.response_id
         if result.calls:
-            self.tool_calls += len(result.calls)
             for call in result.calls:
                 self._history.append({"type": "function_call", **call})
-                output = tool_output(call["call_id"], call["name"], self.shape.output_bytes)
+                key = f"{self.content_key}/c{self.tool_calls}"
+                output = self.texts.tool_output(call["name"], key, self.shape.output_bytes)
+                self.tool_calls += 1
                 self._pending.append(
                     {"type": "function_call_output", "call_id": call["call_id"], "output": output}
                 )

@@ -5,7 +5,8 @@ WebSocket mode, a requests.Session (keep-alive) for HTTP. Never asyncio here. Ea
 `events.request` (request_type WS or HTTP, name "<mode> turn", the turn time, the bytes received) and, when
 the model produced output, one more for the time to first token (request_type TTFT, name "<mode>"); never
 one per token. A failed turn is reported as a failed request and ends the run; the next task starts a new
-one. The knobs come from the parser arguments in loadtest/listeners.py (with TETHER_LOAD_* variables).
+one. Tool outputs are real text from the Python standard library (loadtest/corpus.py). The knobs come
+from the parser arguments in loadtest/listeners.py (with TETHER_LOAD_* variables).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import requests
 import websocket
 from locust import User, constant, tag, task
 
+from loadtest.corpus import Corpus
 from loadtest.workload import (
     AgentRun,
     AgentShape,
@@ -35,6 +37,14 @@ from loadtest.workload import (
 )
 
 SESSION_HEADER = "X-Session-Id"
+_CORPUS: list[Corpus] = []  # one per process, shared by its users (gevent: one thread)
+
+
+def _corpus() -> Corpus:
+    """The tool outputs' real text (loadtest/corpus.py), listed once per process."""
+    if not _CORPUS:
+        _CORPUS.append(Corpus.stdlib())
+    return _CORPUS[0]
 
 
 class AgentUser(User):
@@ -70,7 +80,7 @@ class AgentUser(User):
 
     def run_agent(self) -> None:
         """One agent run: turns until the final answer, or until a turn fails."""
-        run = AgentRun(self.mode, self.shape, f"locust-{uuid.uuid4().hex[:16]}")
+        run = AgentRun(self.mode, self.shape, f"locust-{uuid.uuid4().hex[:16]}", texts=_corpus())
         try:
             self.open_run(run.run_id)
             while not run.finished:
