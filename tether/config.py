@@ -44,6 +44,7 @@ class ClusterSpec:
     port: int = 0
     api_key: str = DEV_API_KEY
     engine: str = "sim"
+    model_path: str = ""  # torch: a GGUF file or a Hugging Face directory (empty: dummy weights)
     speed: float = 1.0
     worker_routing: str = "affinity"
     log_format: LogFormat = "text"
@@ -60,6 +61,7 @@ class ClusterSpec:
         _check(bool(self.api_key) and self.api_key.isprintable(), "api_key", "<hidden>", "a printable key")
         _check(" " not in self.api_key, "api_key", "<hidden>", "a key without spaces")
         _check(self.engine in ("sim", "torch"), "engine", self.engine, "sim or torch")
+        _check(not self.model_path or self.engine == "torch", "model_path", self.model_path, "used with engine torch")
         _check(math.isfinite(self.speed) and self.speed >= 0, "speed", self.speed, "a number >= 0")
         _check(self.worker_routing in ROUTINGS, "worker_routing", self.worker_routing, " or ".join(ROUTINGS))
         _check(self.log_format in ("text", "json"), "log_format", self.log_format, "text or json")
@@ -90,6 +92,8 @@ class ClusterSpec:
         elif redis is not None:
             values["redis"] = None if redis.lower() in ("off", "none", "0", "false", "no") else redis
         values.update(overrides)
+        if values.get("model_path") and "engine" not in values:
+            values["engine"] = "torch"  # a checkpoint is served by the torch engine
         try:
             return cls(**values)  # type: ignore[arg-type]
         except TypeError as exc:  # an override of the wrong name

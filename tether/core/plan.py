@@ -72,6 +72,8 @@ def worker_plan(spec: ClusterSpec, index: int, port: int = 0) -> ChildPlan:
     """A model worker on `port` (0: free) with its metrics on a free port."""
     args: tuple[str, ...] = ("--host", spec.host, "--port", str(port), "--metrics-port", "0")
     args += ("--engine", spec.engine, "--speed", _number(spec.speed))
+    if spec.model_path:
+        args += ("--model-path", spec.model_path)
     return ChildPlan(worker_name(index), "worker", args, *_service_env(spec, "worker"))
 
 
