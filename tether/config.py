@@ -61,7 +61,8 @@ class ClusterSpec:
         _check(bool(self.api_key) and self.api_key.isprintable(), "api_key", "<hidden>", "a printable key")
         _check(" " not in self.api_key, "api_key", "<hidden>", "a key without spaces")
         _check(self.engine in ("sim", "torch"), "engine", self.engine, "sim or torch")
-        _check(not self.model_path or self.engine == "torch", "model_path", self.model_path, "used with engine torch")
+        torch_only = not self.model_path or self.engine == "torch"
+        _check(torch_only, "model_path", self.model_path, "a checkpoint for engine torch")
         _check(math.isfinite(self.speed) and self.speed >= 0, "speed", self.speed, "a number >= 0")
         _check(self.worker_routing in ROUTINGS, "worker_routing", self.worker_routing, " or ".join(ROUTINGS))
         _check(self.log_format in ("text", "json"), "log_format", self.log_format, "text or json")
