@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model-path",
         help="torch engine: serve this checkpoint, a Hugging Face directory or a .gguf file "
-        "(default: dummy weights)",
+        "(default: dummy weights); vllm engine (required): a model directory or a Hugging Face model name",
     )
     parser.add_argument(
         "--kv-budget-tokens", type=int, help=f"tokens of chains held (default {d.kv_budget_tokens})"

@@ -5,9 +5,11 @@ Environment (all optional; a bad value fails start-up with the variable's name):
     TETHER_WORKER_HOST                          127.0.0.1   gRPC bind address
     TETHER_WORKER_PORT                          50051       gRPC port (0: pick a free one)
     TETHER_WORKER_METRICS_PORT                  0           /metrics port (0: pick a free one, -1: off)
-    TETHER_WORKER_ENGINE                        sim         sim | torch (torch: TETHER_WORKER_TORCH_*)
+    TETHER_WORKER_ENGINE                        sim         sim | torch | vllm (TETHER_WORKER_TORCH_*,
+                                                            TETHER_WORKER_VLLM_*)
     TETHER_WORKER_MODEL_NAME                    tether-sim  the name the sim and dummy weights answer to
-    TETHER_WORKER_MODEL_PATH                    (none)      torch: a Hugging Face directory or a .gguf file
+    TETHER_WORKER_MODEL_PATH                    (none)      torch: a Hugging Face directory or a .gguf file;
+                                                            vllm (required): a directory or a model name
     TETHER_WORKER_KV_BUDGET_TOKENS              400000      tokens of chains held (LRU beyond)
     TETHER_WORKER_SPEED                         1.0         sim time scale (0: no delays)
     TETHER_WORKER_LOG_FORMAT                    text        text | json
@@ -43,7 +45,7 @@ from gpu_worker.core.validation import Limits
 
 __all__ = ["ENGINES", "LOG_FORMATS", "SettingsError", "WorkerSettings"]
 
-ENGINES = ("sim", "torch")
+ENGINES = ("sim", "torch", "vllm")
 LOG_FORMATS = ("text", "json")
 _PREFIX = "TETHER_WORKER_"
 
@@ -61,7 +63,7 @@ class WorkerSettings:
     metrics_port: int = 0  # -1: off
     engine: str = "sim"
     model_name: str = "tether-sim"  # the name the sim and dummy weights answer to (DescribeModel)
-    model_path: str = ""  # torch engine: a checkpoint (HF directory or .gguf file); empty: dummy weights
+    model_path: str = ""  # torch: a checkpoint, empty: dummy weights; vllm: the model (directory or name)
     kv_budget_tokens: int = 400_000
     speed: float = 1.0
     log_format: str = "text"
@@ -78,7 +80,11 @@ class WorkerSettings:
             (0 <= self.port <= 65535, f"port {self.port} is outside 0..65535"),
             (-1 <= self.metrics_port <= 65535, f"metrics_port {self.metrics_port} is outside -1..65535"),
             (self.engine in ENGINES, f"engine {self.engine!r} is not one of {', '.join(ENGINES)}"),
-            (not self.model_path or self.engine == "torch", "a model path needs the torch engine"),
+            (
+                not self.model_path or self.engine != "sim",
+                "a model path needs the torch engine or the vllm engine",
+            ),
+            (bool(self.model_path) or self.engine != "vllm", "the vllm engine needs a model path"),
             (self.kv_budget_tokens > 0, "kv_budget_tokens must be > 0"),
             (math.isfinite(self.speed) and self.speed >= 0, "speed must be a finite number >= 0"),
             (self.log_format in LOG_FORMATS, f"log_format must be one of {', '.join(LOG_FORMATS)}"),

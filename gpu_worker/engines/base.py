@@ -64,9 +64,14 @@ class GenerationJob:
 
 @dataclass(frozen=True, slots=True)
 class Prefilled:
-    """The prompt is in the KV cache; `queue_seconds` waited for a batch slot."""
+    """The prompt is in the KV cache; `queue_seconds` waited for a batch slot.
+
+    `cached_tokens`: prompt tokens the engine itself served from its cache, for engines that keep their own
+    prefix cache (vLLM); None means the engine reused exactly `job.reuse_len`, the shell's own count.
+    """
 
     queue_seconds: float
+    cached_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

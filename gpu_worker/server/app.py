@@ -55,11 +55,13 @@ def server_options(settings: WorkerSettings) -> list[tuple[str, Any]]:
 
 
 def build_engine(settings: WorkerSettings, environ: Mapping[str, str]) -> Engine:
-    """The configured engine; the torch engine is imported only when asked for."""
+    """The configured engine; the torch and vllm engines are imported only when asked for."""
     if settings.engine == "sim":
         from gpu_worker.engines.sim import SimEngine
 
         return SimEngine(settings.timing, settings.agent, speed=settings.speed)
+    if settings.engine == "vllm":
+        return _build_vllm_engine(settings, environ)
     try:
         from gpu_worker.engines import torch_engine
     except ImportError as exc:
@@ -70,10 +72,29 @@ def build_engine(settings: WorkerSettings, environ: Mapping[str, str]) -> Engine
         raise SettingsError(f"torch engine settings: {exc}") from None
     if settings.model_path:
         torch_settings = replace(torch_settings, checkpoint=settings.model_path)
-    # A name set on purpose replaces the checkpoint's own (or the dummy weights' default) name.
-    names = () if settings.model_name == WorkerSettings().model_name else (settings.model_name,)
-    engine: Engine = torch_engine.TorchEngine(torch_settings, agent=settings.agent, names=names)
+    engine: Engine = torch_engine.TorchEngine(torch_settings, agent=settings.agent, names=_names(settings))
     return engine
+
+
+def _build_vllm_engine(settings: WorkerSettings, environ: Mapping[str, str]) -> Engine:
+    from gpu_worker.engines import vllm_engine
+
+    try:
+        vllm_settings = vllm_engine.VllmSettings.from_env(environ)
+        vllm_settings = replace(vllm_settings, model=settings.model_path)
+    except ValueError as exc:
+        raise SettingsError(f"vllm engine settings: {exc}") from None
+    try:
+        api = vllm_engine.load_vllm()
+    except ImportError as exc:
+        raise SettingsError(f"the vllm engine needs vLLM (pip install 'tether[vllm]'): {exc}") from None
+    engine: Engine = vllm_engine.VllmEngine(vllm_settings, api=api, names=_names(settings))
+    return engine
+
+
+def _names(settings: WorkerSettings) -> tuple[str, ...]:
+    """A name set on purpose replaces the model's own (or the dummy weights' default) name."""
+    return () if settings.model_name == WorkerSettings().model_name else (settings.model_name,)
 
 
 def _address(host: str, port: int) -> str:
@@ -90,6 +111,9 @@ class WorkerServer:
         self.engine = engine
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = WorkerMetrics(self.registry, budget_tokens=settings.kv_budget_tokens)
+        register_engine_metrics = getattr(engine, "register_metrics", None)
+        if register_engine_metrics is not None:  # an engine with series of its own (vLLM's)
+            register_engine_metrics(self.registry)
         self.cache = ChainCache(settings.kv_budget_tokens)
         self.service = WorkerService(
             engine, self.cache, self.metrics, limits=settings.limits, agent=settings.agent

@@ -70,6 +70,7 @@ class _Flight:
     pinned: bool = True  # the reuse source is pinned in the cache
     running: bool = False  # prefilled (counted as running rather than queued)
     events: int = 0  # events yielded to the client
+    cached: int | None = None  # prompt tokens served from cache, once prefilled (the engine's own count)
 
 
 class WorkerService:
@@ -266,12 +267,16 @@ class WorkerService:
             self.metrics.queue_depth.dec()
             self.metrics.running.inc()
         self.metrics.queue_wait.observe(max(event.queue_seconds, 0.0))
-        self.metrics.prefill_tokens.labels(kind="cached").inc(job.reuse_len)
-        self.metrics.prefill_tokens.labels(kind="computed").inc(job.computed_len)
+        # An engine with its own prefix cache (vLLM) counts what it reused; others reuse job.reuse_len.
+        reported = job.reuse_len if event.cached_tokens is None else event.cached_tokens
+        cached = min(max(reported, 0), len(job.prompt))
+        flight.cached = cached
+        self.metrics.prefill_tokens.labels(kind="cached").inc(cached)
+        self.metrics.prefill_tokens.labels(kind="computed").inc(len(job.prompt) - cached)
         prefill = pb.Prefill(
             prompt_tokens=len(job.prompt),
-            cached_tokens=job.reuse_len,
-            computed_tokens=job.computed_len,
+            cached_tokens=cached,
+            computed_tokens=len(job.prompt) - cached,
             queue_seconds=event.queue_seconds,
         )
         return pb.GenerateEvent(prefill=prefill)
@@ -290,7 +295,7 @@ class WorkerService:
         done = pb.Done(
             finish_reason=finished.finish_reason,
             prompt_tokens=len(plan.prompt),
-            cached_tokens=job.reuse_len,
+            cached_tokens=job.reuse_len if flight.cached is None else flight.cached,
             output_tokens=len(output),
             output_token_ids=output,
             chain_len=len(chain),

@@ -43,7 +43,7 @@ def test_defaults_and_environment() -> None:
         ("PORT", "70000"),
         ("SPEED", "-1"),
         ("SPEED", "inf"),
-        ("ENGINE", "vllm"),
+        ("ENGINE", "tensorrt"),
         ("KV_BUDGET_TOKENS", "0"),
         ("LOG_FORMAT", "xml"),
         ("MAX_RUNNING", "0"),
@@ -83,7 +83,7 @@ def test_help_exits_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_bad_flags_and_values_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        build_parser().parse_args(["--engine", "vllm"])
+        build_parser().parse_args(["--engine", "tensorrt"])
     assert exc.value.code == 2
     assert main(["--kv-budget-tokens", "-5"]) == 2
     assert "kv_budget_tokens" in capsys.readouterr().err

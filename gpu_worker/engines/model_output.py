@@ -1,0 +1,136 @@
+"""A real model's sampled ids as engine events (no I/O, no torch, no vLLM).
+
+An engine that samples freely from a real model (the vllm engine) feeds each new id here and streams
+what comes out:
+
+- text: the ids are detokenized by Tether's own `IncrementalDetokenizer` over the model's tokenizer (the
+  one the worker describes, so the box and the worker read the same text), never by the engine's
+  detokenizer; a stop id (`ModelDescription.stop_token_ids`) ends the output and is never text;
+- tool calls: when tools are offered and `tool_choice` is not "none", the text goes through the model's
+  streaming tool-call parser (gpu_worker/core/toolcalls.py `parser_for`): `CallStart` with a call id made
+  here (`call_` + 24 characters, like the sim's), then `ArgsChunk`s as the arguments stream; text that is
+  not a valid call stays text;
+- `Finished` carries the exact sampled ids, the stop id included, so the chain holds what the model
+  produced and nothing is re-rendered. Its reason is "tool_call" when a complete call was parsed, else
+  what the engine reported ("stop" or "length").
+
+A chunk's `tokens` counts the ids sampled since the previous chunk (ids that yielded no text yet, such as
+the first half of a multi-byte character or a tool-call tag, are counted with the next chunk).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+
+from gpu_worker.core.toolcalls import (
+    CallArgs,
+    CallBegin,
+    CallEnd,
+    ParsedEvent,
+    TextOut,
+    ToolCallParser,
+    parser_for,
+)
+from gpu_worker.engines.base import ArgsChunk, CallStart, EngineEvent, Finished, TextChunk
+from gpu_worker.wire.model import ModelDescription
+from gpu_worker.wire.tokenizer import IncrementalDetokenizer, Tokenizer
+
+__all__ = ["FINISH_REASONS", "ModelOutput", "new_call_id"]
+
+FINISH_REASONS = ("stop", "length")  # what an engine may report; "tool_call" is decided here
+_CALL_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def new_call_id() -> str:
+    """A server-made call id: `call_` and 24 random lower-case letters and digits."""
+    return "call_" + "".join(secrets.choice(_CALL_ID_ALPHABET) for _ in range(24))
+
+
+class ModelOutput:
+    """One generation's output: push sampled ids as they come, then `finish` (see the module docstring)."""
+
+    def __init__(
+        self,
+        description: ModelDescription,
+        tokenizer: Tokenizer,
+        *,
+        tool_names: Iterable[str] = (),
+        tool_choice: str = "auto",
+        call_id: Callable[[], str] = new_call_id,
+    ) -> None:
+        names = tuple(tool_names)
+        self._stops = frozenset(description.stop_token_ids)
+        self._detokenizer = IncrementalDetokenizer(tokenizer)
+        self._parser: ToolCallParser | None = (
+            parser_for(description.tool_call_format, names) if names and tool_choice != "none" else None
+        )
+        self._call_id = call_id
+        self._ids: list[int] = []
+        self._unreported = 0  # ids sampled since the last chunk
+        self._calls = 0
+        self._malformed = 0
+        self.stopped = False  # a stop id was sampled: the output is complete
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        """Every id pushed so far (the stop id included)."""
+        return tuple(self._ids)
+
+    @property
+    def rejected_blocks(self) -> int:
+        """Call-like text the parser left as text (a block whose head names no offered tool)."""
+        return self._parser.stats.rejected_blocks if self._parser is not None else 0
+
+    def push(self, ids: Sequence[int]) -> list[EngineEvent]:
+        """Add newly sampled ids; the events their text completes. Ids after a stop id are refused."""
+        text = []
+        for token in ids:
+            if self.stopped:
+                raise ValueError(f"id {token} after the stop id {self._ids[-1]}")
+            self._ids.append(int(token))
+            self._unreported += 1
+            if token in self._stops:
+                self.stopped = True
+            else:
+                text.append(self._detokenizer.push(int(token)))
+        joined = "".join(text)
+        if not joined:
+            return []
+        return self._events(self._parser.feed(joined) if self._parser is not None else [TextOut(joined)])
+
+    def finish(self, reason: str) -> list[EngineEvent]:
+        """The last events, ending with `Finished`. `reason` is the engine's: "stop" or "length"."""
+        if reason not in FINISH_REASONS:
+            raise ValueError(f"finish reason must be one of {FINISH_REASONS}, got {reason!r}")
+        tail = self._detokenizer.flush()
+        parsed: list[ParsedEvent] = []
+        if self._parser is not None:
+            parsed = [*self._parser.feed(tail), *self._parser.finish()] if tail else self._parser.finish()
+        elif tail:
+            parsed = [TextOut(tail)]
+        events = self._events(parsed)
+        if self._malformed:
+            final = "length" if reason == "length" else "stop"
+        else:
+            final = "tool_call" if self._calls else reason
+        events.append(Finished(finish_reason=final, output_ids=tuple(self._ids)))
+        return events
+
+    def _events(self, parsed: Sequence[ParsedEvent]) -> list[EngineEvent]:
+        out: list[EngineEvent] = []
+        for item in parsed:
+            if isinstance(item, TextOut):
+                out.append(TextChunk(text=item.text, tokens=self._take()))
+            elif isinstance(item, CallBegin):
+                self._calls += 1
+                out.append(CallStart(call_id=self._call_id(), name=item.name))
+            elif isinstance(item, CallArgs):
+                out.append(ArgsChunk(text=item.text, tokens=self._take()))
+            elif isinstance(item, CallEnd) and not item.valid:
+                self._malformed += 1
+        return out
+
+    def _take(self) -> int:
+        count, self._unreported = self._unreported, 0
+        return count
