@@ -727,14 +727,63 @@ def _batching() -> list[Panel]:
     ]
 
 
+def _vllm() -> list[Panel]:
+    """vLLM's own series (workers on the vllm engine re-export them; empty panels elsewhere)."""
+    hits, queries = "vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total"
+    return [
+        per_instance(
+            "vLLM prefix-cache hit rate",
+            "Prompt tokens vLLM served from its prefix cache / prompt tokens it looked up, per worker.",
+            f"{rate(hits, 'instance')} / {rate(queries, 'instance')}",
+            "percentunit",
+            maximum=1,
+            width=8,
+        ),
+        per_instance(
+            "vLLM KV-cache usage",
+            "KV-cache blocks in use on each vLLM worker (vllm:kv_cache_usage_perc).",
+            "max by (instance) (vllm:kv_cache_usage_perc)",
+            "percentunit",
+            maximum=1,
+            thresholds=[(0.9, "orange")],
+            width=8,
+        ),
+        timeseries(
+            "vLLM queue",
+            "Requests running in vLLM's batch and waiting in its scheduler, all vLLM workers.",
+            [
+                ("sum (vllm:num_requests_running)", "running"),
+                ("sum (vllm:num_requests_waiting)", "waiting"),
+            ],
+            "short",
+            width=8,
+        ),
+        timeseries(
+            "vLLM tokens / s",
+            "Prompt tokens computed (prefill) and tokens generated per second, all vLLM workers.",
+            [
+                (rate("vllm:prompt_tokens_total"), "prefill"),
+                (rate("vllm:generation_tokens_total"), "generated"),
+            ],
+            "suffix: tok/s",
+            width=24,
+        ),
+    ]
+
+
 def workers() -> dict[str, Any]:
-    """Generate RPCs, prefill cached vs computed, KV cache usage and thrash, batching."""
+    """Generate RPCs, prefill cached vs computed, KV cache usage and thrash, batching, vLLM's own series."""
     return dashboard(
         "tether-workers",
         "Tether / Workers",
         "GPU workers: Generate RPCs, prompt tokens cached vs computed, KV cache usage and turnover, "
-        "batching. See docs/observability.md.",
-        [("Workers", _workers_summary()), ("KV cache", _kv_cache()), ("Batching", _batching())],
+        "batching, and vLLM's own series on vllm workers. See docs/observability.md.",
+        [
+            ("Workers", _workers_summary()),
+            ("KV cache", _kv_cache()),
+            ("Batching", _batching()),
+            ("vLLM", _vllm()),
+        ],
     )
 
 

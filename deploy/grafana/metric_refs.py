@@ -55,6 +55,9 @@ _PROSE_VALUES = {
     "direction": frozenset({"client_to_server", "server_to_client"}),
 }
 _SUFFIXES = {"counter": ("",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
+# Tether's own series, and vLLM's that a worker on the vllm engine re-exports (colons are part of vLLM's
+# names; a recording rule's output is no catalog row).
+_PREFIXES = ("tether_", "vllm:")
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ def catalog(root: Path = ROOT) -> dict[str, CatalogEntry]:
     layouts = bucket_layouts(root)
     for line in (root / CATALOG).read_text(encoding="utf-8").splitlines():
         cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line)]
-        if len(cells) > 5 and cells[1].startswith("tether_") and cells[2] in _SUFFIXES:
+        if len(cells) > 5 and cells[1].startswith(_PREFIXES) and cells[2] in _SUFFIXES:
             named = [bounds for layout, bounds in layouts.items() if layout in cells[4]]
             buckets = named[0] if named and cells[2] == "histogram" else ()
             entries[cells[1]] = CatalogEntry(cells[1], cells[2], _parse_labels(cells[3]), buckets)

@@ -54,7 +54,7 @@ def test_every_recording_rule_output_used_is_defined() -> None:
     recorded = recorded_names()
     for query in all_queries():
         for selector in selectors_of(query.expr):
-            if ":" in selector.name:
+            if ":" in selector.name and selector.name not in SERIES:  # vLLM's names have colons too
                 assert selector.name in recorded, f"{query.source}: {selector.name} is recorded by no rule"
 
 
