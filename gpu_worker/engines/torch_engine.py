@@ -5,7 +5,10 @@ default dummy weights the output item is the one the shared agent policy (gpu_wo
 chose, its tokens drawn from the model's logits (gpu_worker/engines/torch_output.py): the text is
 meaningless, the compute is the real thing. A real checkpoint (a Hugging Face directory or a GGUF file,
 `TorchSettings.checkpoint`) brings its own tokenizer and chat format, which the engine describes
-(`describe()`, the DescribeModel RPC). See docs/torch_engine.md.
+(`describe()`, the DescribeModel RPC), and the model writes the output itself
+(gpu_worker/engines/model_plan.py): sampled with temperature and top_p, stopped at its stop ids,
+streamed through its tool-call parser, and constrained to a valid call when `tool_choice` requires one
+(gpu_worker/engines/constrained.py). See docs/torch_engine.md.
 
 Concurrency: `generate` queues a sequence (bounded); one scheduler task admits sequences into the running
 batch (at most `max_batch`, each with a KV lease, see torch_kv.py) and runs steps in a dedicated worker
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -34,9 +38,12 @@ import torch
 
 from gpu_worker.core.agent import AgentSettings, decide
 from gpu_worker.core.errors import Draining, EngineFailure, InvalidRequest, QueueFull, WorkerError
+from gpu_worker.core.toolcalls import parser_for
 from gpu_worker.engines.base import EngineEvent, Finished, GenerationJob, Prefilled
 from gpu_worker.engines.checkpoint import open_checkpoint
+from gpu_worker.engines.constrained import CALL_SYNTAX, call_program
 from gpu_worker.engines.describe import describe_checkpoint
+from gpu_worker.engines.model_plan import Constraint, ModelPlan, TokenTable
 from gpu_worker.engines.torch_kv import KvStats, KvStore, Lease
 from gpu_worker.engines.torch_model import (
     Chunk,
@@ -48,6 +55,7 @@ from gpu_worker.engines.torch_model import (
 )
 from gpu_worker.engines.torch_output import PLAIN_VOCAB, OutputPlan, common_prefix, plan_for
 from gpu_worker.wire.model import ModelDescription, tether_description
+from gpu_worker.wire.tokenizer import Tokenizer, tokenizer_for
 
 __all__ = ["TorchEngine", "TorchSettings", "TorchStats"]
 
@@ -134,7 +142,7 @@ class TorchStats:
 @dataclass(eq=False)
 class _Sequence:
     job: GenerationJob
-    plan: OutputPlan | None  # None: prefill only (generate=False)
+    plan: OutputPlan | ModelPlan | None  # None: prefill only (generate=False)
     total: int  # most tokens this sequence will hold (prompt + fed output)
     submitted: float
     events: asyncio.Queue[EngineEvent | WorkerError] = field(default_factory=asyncio.Queue)
@@ -183,6 +191,12 @@ class TorchEngine:
         self._stopping = False
         self._reused_total = 0
         self._computed_total = 0
+        # A real checkpoint's own tokenizer (None: dummy weights on o200k ids, the agent policy decides).
+        self._tokenizer: Tokenizer | None = None
+        self._table: TokenTable | None = None
+        self._sample_vocab = PLAIN_VOCAB
+        self._class_ids: dict[str, torch.Tensor] = {}
+        self._masks: dict[Constraint, torch.Tensor] = {}
 
     # ------------------------------------------------------------------------------------ lifecycle
     @property
@@ -208,6 +222,7 @@ class TorchEngine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch-engine")
         loop = asyncio.get_running_loop()
         self._model = await loop.run_in_executor(self._executor, self._load)
+        await loop.run_in_executor(self._executor, self._load_tokenizer)
         cfg = self._model.cfg
         self._kv = KvStore(
             self._model.new_kv,
@@ -253,6 +268,27 @@ class TorchEngine:
                 context_length=model.cfg.max_position_embeddings,
             )
         return model
+
+    def _load_tokenizer(self) -> None:
+        description = self.describe()
+        if description.tokenizer_kind != "hf":
+            return
+        tokenizer = tokenizer_for(description)
+        size = min(
+            int(getattr(tokenizer, "vocab_size", self.model.cfg.vocab_size)), self.model.cfg.vocab_size
+        )
+        self._tokenizer = tokenizer
+        self._sample_vocab = size  # embedding rows past the tokenizer (padding) are never sampled
+        self._table = TokenTable(tokenizer, size, description.special_token_ids)
+        self._class_ids = {
+            name: torch.tensor(ids, dtype=torch.long, device=self._device)
+            for name, ids in self._table.classes.items()
+        }
+
+    @property
+    def model_output(self) -> bool:
+        """Whether the model writes its output (a real checkpoint) rather than the agent policy."""
+        return self._tokenizer is not None
 
     async def stop(self) -> None:
         """Stop the scheduler; sequences still queued or running get Draining."""
@@ -321,12 +357,14 @@ class TorchEngine:
         if self._stopping or self._kv is None or self._model is None:
             raise Draining("the torch engine is not running")
         self._validate(job)
-        plan = None
-        if job.generate:
+        window = self._model.cfg.max_position_embeddings
+        plan: OutputPlan | ModelPlan | None = None
+        if job.generate and self.model_output:
+            plan = self._model_plan(job, window)
+        elif job.generate:
             decision = decide(job, self._agent.from_metadata(job.metadata))
             plan = plan_for(decision, job.max_output_tokens)
         total = len(job.prompt) + (plan.fed_bound() if plan is not None else 0)
-        window = self._model.cfg.max_position_embeddings
         if total > window:
             raise InvalidRequest(f"{total} tokens (prompt and output) exceed the model's window of {window}")
         self._kv.check_fits(total)
@@ -339,6 +377,45 @@ class TorchEngine:
         self._waiting.append(seq)
         self._wake.set()
         return seq
+
+    def _model_plan(self, job: GenerationJob, window: int) -> ModelPlan:
+        """The real model's output plan: free, or a forced call for tool_choice required/named."""
+        assert self._tokenizer is not None
+        assert self._table is not None
+        description = self.describe()
+        limit = min(job.max_output_tokens, window - len(job.prompt))
+        if limit < 1:
+            raise InvalidRequest(
+                f"the prompt ({len(job.prompt)} tokens) fills the model's window of {window}"
+            )
+        choice = job.tool_choice or "auto"
+        names = [tool.name for tool in job.tools]
+        parser = parser_for(description.tool_call_format, names) if names and choice != "none" else None
+        stops = frozenset(description.stop_token_ids)
+        if choice in ("auto", "none"):
+            return ModelPlan(self._tokenizer, stops, limit, parser=parser)
+        forced = [tool for tool in job.tools if choice in ("required", tool.name)]
+        if not forced:
+            raise InvalidRequest(f"tool_choice {choice!r} names no offered tool")
+        if not self._table.can_constrain:
+            raise InvalidRequest("this model's tokenizer cannot force a tool call (tool_choice must be auto)")
+        syntax = CALL_SYNTAX[description.tool_call_format]
+        return ModelPlan(
+            self._tokenizer,
+            stops,
+            limit,
+            parser=parser,
+            program=call_program(syntax, {tool.name: _schema(tool.parameters_json) for tool in forced}),
+            table=self._table,
+            end_id=self._end_id(syntax.end_tokens, description),
+        )
+
+    def _end_id(self, names: tuple[str, ...], description: ModelDescription) -> int:
+        assert self._tokenizer is not None
+        for name in names:
+            with contextlib.suppress(KeyError):
+                return self._tokenizer.special_id(name)
+        return description.stop_token_ids[0]
 
     def _validate(self, job: GenerationJob) -> None:
         if not job.prompt:
@@ -377,12 +454,12 @@ class TorchEngine:
             sampled = await loop.run_in_executor(self._executor, self._compute, work)
         except Exception:  # the step failed (e.g. out of device memory): only its sequences fail
             log.exception("torch engine step failed")
-            for seq, _, _ in work:
-                self._remove(seq)
-                self._fail(seq, EngineFailure("the torch engine failed a step"))
+            for w in work:
+                self._remove(w.seq)
+                self._fail(w.seq, EngineFailure("the torch engine failed a step"))
             return
-        for (seq, fed, _), token in zip(work, sampled, strict=True):
-            self._advance(seq, fed, token)
+        for w, token in zip(work, sampled, strict=True):
+            self._advance(w.seq, w.feed, token)
 
     def _retire_cancelled(self) -> None:
         for seq in [s for s in self._running if s.cancelled]:
@@ -414,6 +491,10 @@ class TorchEngine:
             if lease is None:
                 return  # KV memory is held by running sequences: wait for one to finish
             self._waiting.popleft()
+            if seq.plan is not None and lease.kv_len >= len(job.prompt):
+                # The cache holds the whole prompt: feed its last token again for logits to sample from.
+                lease.kv_len = len(job.prompt) - 1
+                del lease.tokens[lease.kv_len :]
             seq.lease = lease
             seq.queue_seconds = now - seq.submitted
             self._reused_total += lease.kv_len
@@ -436,8 +517,8 @@ class TorchEngine:
         if not seq.pending:
             self._finish(seq)
 
-    def _plan_step(self) -> list[tuple[_Sequence, list[int], bool]]:
-        """(sequence, tokens to feed, whether to sample after them); decode first, prefill shares the rest."""
+    def _plan_step(self) -> list[_Work]:
+        """What each sequence feeds and whether it samples after; decode first, prefill shares the rest."""
         budget = self.settings.step_tokens
         work = []
         for seq in sorted(self._running, key=lambda s: len(s.pending)):
@@ -445,29 +526,44 @@ class TorchEngine:
                 break
             feed = seq.pending[:budget]
             budget -= len(feed)
-            work.append((seq, feed, len(feed) == len(seq.pending) and not seq.done))
+            sample = len(feed) == len(seq.pending) and not seq.done
+            constraint = seq.plan.constraint() if sample and isinstance(seq.plan, ModelPlan) else None
+            work.append(_Work(seq, feed, sample, None if constraint is None else self._mask(constraint)))
         return work
 
-    def _compute(self, work: list[tuple[_Sequence, list[int], bool]]) -> list[int | None]:
+    def _mask(self, constraint: Constraint) -> torch.Tensor:
+        """The allowed ids of a constraint as a bool tensor over the sampled vocabulary (cached)."""
+        mask = self._masks.get(constraint)
+        if mask is None:
+            mask = torch.zeros(self._sample_vocab, dtype=torch.bool, device=self._device)
+            for name in constraint.classes:
+                mask[self._class_ids[name]] = True
+            if constraint.ids:
+                mask[torch.tensor(constraint.ids, dtype=torch.long, device=self._device)] = True
+            if len(self._masks) >= _MASK_CACHE:
+                self._masks.clear()
+            self._masks[constraint] = mask
+        return mask
+
+    def _compute(self, work: list[_Work]) -> list[int | None]:
         """One forward pass over all fed tokens, then sampling; runs in the engine's thread."""
         model = self.model
-        flat = torch.tensor([t for _, feed, _ in work for t in feed], dtype=torch.long)
+        flat = torch.tensor([t for w in work for t in w.feed], dtype=torch.long)
         flat = flat.to(self._device, non_blocking=True)
         chunks, offset = [], 0
-        for seq, feed, _ in work:
-            assert seq.lease is not None
+        for w in work:
+            assert w.seq.lease is not None
             chunks.append(
-                Chunk(tokens=flat[offset : offset + len(feed)], start=seq.lease.kv_len, kv=seq.lease.kv)
+                Chunk(tokens=flat[offset : offset + len(w.feed)], start=w.seq.lease.kv_len, kv=w.seq.lease.kv)
             )
-            offset += len(feed)
-        logits = model(chunks)[:, :PLAIN_VOCAB]
+            offset += len(w.feed)
+        logits = model(chunks)[:, : self._sample_vocab]
         picks = logits.argmax(dim=-1)
-        for row, (seq, _, sample) in enumerate(work):
-            if sample and seq.job.temperature > 0:
-                probs = torch.softmax(logits[row] / seq.job.temperature, dim=-1)
-                picks[row] = torch.multinomial(probs, 1, generator=seq.generator)[0]
+        for row, w in enumerate(work):
+            if w.sample and (w.mask is not None or w.seq.job.temperature > 0):
+                picks[row] = _sample(logits[row], w.seq.job, w.mask, w.seq.generator)
         tokens: list[int] = picks.tolist()
-        return [tok if sample else None for tok, (_, _, sample) in zip(tokens, work, strict=True)]
+        return [tok if w.sample else None for tok, w in zip(tokens, work, strict=True)]
 
     def _advance(self, seq: _Sequence, fed: list[int], token: int | None) -> None:
         lease = seq.lease
@@ -517,3 +613,41 @@ class TorchEngine:
     def _fail(self, seq: _Sequence, exc: WorkerError) -> None:
         seq.finished = True
         seq.events.put_nowait(exc)
+
+
+_MASK_CACHE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """One sequence's part of a step: the ids it feeds, whether it samples after them, under which mask."""
+
+    seq: _Sequence
+    feed: list[int]
+    sample: bool
+    mask: torch.Tensor | None
+
+
+def _sample(
+    logits: torch.Tensor, job: GenerationJob, mask: torch.Tensor | None, generator: torch.Generator | None
+) -> int:
+    """One id from a row of logits: allowed ids only, greedy at temperature 0, else nucleus (top_p)."""
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    if job.temperature <= 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits / job.temperature, dim=-1)
+    if 0 < job.top_p < 1:
+        ordered, order = probs.sort(descending=True)
+        keep = (ordered.cumsum(0) - ordered) < job.top_p  # the smallest head holding top_p of the mass
+        probs = torch.zeros_like(probs).scatter(0, order[keep], ordered[keep])
+    return int(torch.multinomial(probs, 1, generator=generator)[0])
+
+
+def _schema(parameters_json: str) -> dict[str, Any]:
+    """A tool's parameters schema (an object schema; anything else counts as no parameters)."""
+    try:
+        schema = json.loads(parameters_json or "{}")
+    except ValueError:
+        return {}
+    return schema if isinstance(schema, dict) else {}
