@@ -8,9 +8,19 @@ start with ANON_PREFIX), its token ids, its incremental ChainDigest and its last
 - `best_prefix(key, prompt, block_hashes)`: the longest prefix of a full-chain request the worker already
   holds: the request's own entry first (exact, token by token), then any chain sharing its leading blocks
   (a block-hash index, as vLLM's automatic prefix caching keys KV blocks by chained block hashes).
-- `commit(key, tokens, digest, now)`: install a finished chain, then evict whole chains, least recently
-  used first, until the total is within the budget. Pinned chains (read by a running request) and the
-  chain just committed are never evicted. The returned `Evicted` list is what the engine must drop.
+- `commit(key, tokens, digest, now, retain_seconds=...)`: install a finished chain, then evict whole
+  chains until the total is within the budget: unretained chains first, least recently used first; then,
+  only when nothing else is left, retained chains, the one whose retention expires first. Pinned chains
+  (read by a running request) and the chain just committed are never evicted. The returned `Evicted` list
+  is what the engine must drop.
+
+Retention (a request's `retain_seconds`, from the client's `prompt_cache_options.ttl`): the committed chain
+is marked retained until `now + retain_seconds`, or until the later of that and its previous mark when it
+still had one. Marks expire with time (`now` is passed in; an expired mark is no mark). Retained tokens
+are the whole length of every marked chain, counted like the budget (a shared prefix counts once per
+chain), and never exceed `retained_budget` = floor(retained_share x budget_tokens): a commit whose chain
+would take the retained total past it is held unmarked (plain LRU) and a mark it had is lost. Retention
+is a priority among chains, not a reservation: it never lets the total exceed the budget.
 
 Chains are counted separately even when they share a prefix: the budget is an upper bound of what the
 engine holds, never an underestimate. Running requests are not counted until they commit.
@@ -18,6 +28,8 @@ engine holds, never an underestimate. Running requests are not counted until the
 
 from __future__ import annotations
 
+import heapq
+import math
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -41,6 +53,7 @@ class ChainEntry:
     digest: ChainDigest
     last_used: float
     pins: int = 0
+    retained_until: float = 0.0  # retained while now < retained_until (0: never marked)
 
     @property
     def anonymous(self) -> bool:
@@ -63,18 +76,27 @@ class Evicted:
     key: str
     tokens: int
     reason: Literal["lru", "superseded"]
+    retained: bool = False  # its retention had not expired: nothing unretained was left to evict
 
 
 class ChainCache:
-    """LRU of whole chains under a token budget, with a block-hash index for prefix reuse."""
+    """LRU of whole chains under a token budget, with a block-hash index for prefix reuse and retention
+    marks that put chains ahead of the others when something must be evicted."""
 
-    def __init__(self, budget_tokens: int) -> None:
+    def __init__(self, budget_tokens: int, *, retained_share: float = 0.5) -> None:
         if budget_tokens <= 0:
             raise ValueError("budget_tokens must be > 0")
+        if not (math.isfinite(retained_share) and 0.0 <= retained_share <= 1.0):
+            raise ValueError("retained_share must be within 0..1")
         self.budget_tokens = budget_tokens
+        self.retained_share = retained_share
+        self.retained_budget = math.floor(budget_tokens * retained_share)
         self._entries: OrderedDict[str, ChainEntry] = OrderedDict()  # least recently used first
         self._by_block: dict[bytes, dict[str, None]] = {}  # block hash -> keys holding it (ordered set)
         self._tokens = 0
+        self._retained: dict[str, float] = {}  # marked chains: key -> retained_until
+        self._retained_tokens = 0
+        self._expiries: list[tuple[float, str]] = []  # heap of marks; stale ones are skipped
 
     # ----------------------------------------------------------------------------------- inspection
     @property
@@ -98,6 +120,16 @@ class ChainCache:
     def keys(self) -> list[str]:
         """Keys held, least recently used first."""
         return list(self._entries)
+
+    def retained_tokens(self, now: float) -> int:
+        """Tokens of the chains whose retention has not expired at `now` (<= retained_budget)."""
+        self.expire(now)
+        return self._retained_tokens
+
+    def retained_keys(self, now: float) -> list[str]:
+        """Keys of the chains retained at `now`, the first to expire first."""
+        self.expire(now)
+        return sorted(self._retained, key=self._retained.__getitem__)
 
     # ------------------------------------------------------------------------------------- lookups
     def holding(self, key: str, base_len: int, base_digest: bytes) -> ChainEntry:
@@ -172,13 +204,26 @@ class ChainCache:
             self._entries.move_to_end(key)
 
     def commit(
-        self, key: str, tokens: array[int], digest: ChainDigest, now: float, *, supersedes: str | None = None
+        self,
+        key: str,
+        tokens: array[int],
+        digest: ChainDigest,
+        now: float,
+        *,
+        supersedes: str | None = None,
+        retain_seconds: float = 0.0,
     ) -> list[Evicted]:
         """Hold `tokens` as chain `key` (replacing what it held), then evict to the budget.
 
         `supersedes`: the anonymous chain this one was extended from; it is dropped when the new chain
         contains it entirely and nobody reads it, since every block it could serve is now in `key`.
+        `retain_seconds` > 0: mark the chain retained until `now + retain_seconds` (or its previous mark,
+        if later), within the retained budget; `get(key).retained_until > now` tells whether it was.
         """
+        self.expire(now)
+        until = now + retain_seconds if retain_seconds > 0 else 0.0
+        if key in self._retained:
+            until = max(until, self._unmark(key))
         old = self._entries.pop(key, None)
         pins = old.pins if old is not None else 0
         if old is not None:
@@ -186,17 +231,46 @@ class ChainCache:
         self._entries[key] = ChainEntry(key, tokens, digest, now, pins)
         self._tokens += len(tokens)
         self._reindex(key, old.digest.block_hashes if old is not None else (), digest.block_hashes)
+        if until > now and self._retained_tokens + len(tokens) <= self.retained_budget:
+            self._mark(key, until)
         removed = self._supersede(supersedes, key, tokens)
         return removed + self._evict(protect=key)
 
     def drop(self, key: str) -> int:
         """Forget chain `key`; the tokens freed (0 when unknown)."""
+        if key in self._retained:
+            self._unmark(key)
         entry = self._entries.pop(key, None)
         if entry is None:
             return 0
         self._tokens -= len(entry.tokens)
         self._reindex(key, entry.digest.block_hashes, ())
         return len(entry.tokens)
+
+    def expire(self, now: float) -> None:
+        """Clear the retention marks that have expired at `now` (the chains stay, as unretained)."""
+        heap = self._expiries
+        while heap and heap[0][0] <= now:
+            until, key = heapq.heappop(heap)
+            if self._retained.get(key) == until:
+                self._unmark(key)
+
+    def _mark(self, key: str, until: float) -> None:
+        entry = self._entries[key]
+        entry.retained_until = until
+        self._retained[key] = until
+        self._retained_tokens += len(entry.tokens)
+        heapq.heappush(self._expiries, (until, key))
+        if len(self._expiries) > 2 * len(self._retained) + 64:  # re-marked chains leave stale items
+            self._expiries = [(u, k) for k, u in self._retained.items()]
+            heapq.heapify(self._expiries)
+
+    def _unmark(self, key: str) -> float:
+        until = self._retained.pop(key)
+        entry = self._entries[key]
+        entry.retained_until = 0.0
+        self._retained_tokens -= len(entry.tokens)
+        return until
 
     def _supersede(self, source: str | None, key: str, tokens: array[int]) -> list[Evicted]:
         entry = self._entries.get(source) if source is not None and source != key else None
@@ -209,15 +283,22 @@ class ChainCache:
         return [Evicted(entry.key, size, "superseded")]
 
     def _evict(self, protect: str) -> list[Evicted]:
+        # Unretained chains, least recently used first; then retained ones, the first to expire first.
         evicted: list[Evicted] = []
         if self._tokens <= self.budget_tokens:
             return evicted
         for entry in list(self._entries.values()):
             if self._tokens <= self.budget_tokens:
-                break
-            if entry.pins or entry.key == protect:
+                return evicted
+            if entry.pins or entry.key == protect or entry.key in self._retained:
                 continue
             evicted.append(Evicted(entry.key, self.drop(entry.key), "lru"))
+        for key in sorted(self._retained, key=self._retained.__getitem__):
+            if self._tokens <= self.budget_tokens:
+                break
+            if self._entries[key].pins or key == protect:
+                continue
+            evicted.append(Evicted(key, self.drop(key), "lru", retained=True))
         return evicted
 
     def _reindex(self, key: str, old: Sequence[bytes], new: Sequence[bytes]) -> None:
