@@ -168,7 +168,7 @@ def test_lint_reports_a_misspelt_value() -> None:
     ("overrides", "where"),
     [
         ({"router": {"iamge": "x"}}, "iamge"),
-        ({"worker": {"engine": "vllm"}}, "/worker/engine"),
+        ({"worker": {"engine": "tensorrt"}}, "/worker/engine"),
         ({"worker": {"gpus": -1}}, "/worker/gpus"),
         ({"apiBox": {"drain": {"budgetSeconds": 0}}}, "/apiBox/drain/budgetSeconds"),
         ({"apiBox": {"keda": {"metric": "tether_box_sessions_total"}}}, "/apiBox/keda/metric"),

@@ -24,6 +24,7 @@ from api_box.core.auth import KeyRing
 from api_box.io.app import build_app as build_box_app
 from gpu_worker.client import WorkerPool
 from gpu_worker.config import WorkerSettings
+from gpu_worker.engines.vllm_engine import VllmSettings
 from router.config import Settings as RouterSettings
 from router.io.admin import build_admin_app as build_router_admin_app
 
@@ -32,6 +33,10 @@ BUILDERS: dict[str, Callable[[Mapping[str, str]], Any]] = {
     "router": RouterSettings.from_env,
     "api-box": BoxSettings.from_env,
     "worker": WorkerSettings.from_env,
+}
+# The vllm engine's settings (TETHER_WORKER_VLLM_*) belong to the engine, not to WorkerSettings.
+ENGINE_SETTINGS: dict[str, Callable[[Mapping[str, str]], Any]] = {
+    "TETHER_WORKER_VLLM_": VllmSettings.from_env
 }
 # Read by the cold store, not by Settings (the same name the local launcher sets: tether/core/plan.py).
 READ_ELSEWHERE = {"TETHER_BOX_REDIS_URL"}
@@ -68,6 +73,12 @@ def test_each_process_accepts_what_the_chart_sets(rendered: Rendered, component:
     environ = process_environment(component, container)
     settings = BUILDERS[component](environ)  # raises on a bad value
     for variable in environ.keys() - READ_ELSEWHERE:
+        engine = next((p for p in ENGINE_SETTINGS if variable.startswith(p)), None)
+        if engine is not None:  # read by the engine's own settings
+            engine_settings = ENGINE_SETTINGS[engine](environ)  # raises on a bad value
+            field = variable.removeprefix(engine).lower()
+            assert field in _fields(engine_settings), f"{variable} is not a {engine}* setting"
+            continue
         field = variable.removeprefix(PREFIXES[component]).lower()
         assert field in _fields(settings), f"{variable} is not a {component} setting"
 
@@ -125,7 +136,7 @@ def test_each_command_line_parses_with_the_component_own_parser(rendered: Render
     # worker: build_parser(), then from_env(...).with_overrides(...), as gpu_worker.__main__.main does.
     args = vars(worker_main.build_parser().parse_args(_kubelet_args(worker_c)))
     worker = WorkerSettings.from_env(_literal_env(worker_c)).with_overrides(**args)
-    assert worker.engine in ("sim", "torch")
+    assert worker.engine in ("sim", "torch", "vllm")
     assert box.models == (f"tether-{worker.engine}",)  # the box lists the model its workers serve
     assert worker.drain_seconds == float(_literal_env(worker_c)["TETHER_WORKER_DRAIN_SECONDS"])
 
