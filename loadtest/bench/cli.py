@@ -1,6 +1,7 @@
-"""`tether bench`: the agent workload in the three modes, side by side, with its report and plots.
+"""`tether bench`: the agent workload's arms (mode + worker routing), side by side, with report and plots.
 
-    tether bench                         start a cluster (1 box, 1 worker, calibrated sim), run everything
+    tether bench                         start clusters (1 box, 4 workers, calibrated sim; one per worker
+                                         routing and KV regime), run everything
     tether bench --smoke                 a small, fast run (CI)
     tether bench --base-url http://127.0.0.1:8080/v1 --metrics http://127.0.0.1:9101/metrics ...
                                          against a running cluster (`tether up` prints its metrics URLs)
@@ -36,7 +37,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     """Register `bench` on the `tether` subcommands; every flag defaults to None (= the env/default)."""
     p: argparse.ArgumentParser = commands.add_parser(
         "bench",
-        help="measure WebSocket vs HTTP agent runs (bytes, TTFT, run time, box CPU, capacity)",
+        help="measure WebSocket vs HTTP agent runs under affinity and round-robin worker routing "
+        "(run time, TTFT, cache hits, bytes, box CPU, capacity)",
         description=(__doc__ or "").splitlines()[0] + " Flags override TETHER_BENCH_* variables.",
     )
     p.add_argument("--smoke", action="store_true", help="a small, fast configuration (CI); flags still apply")

@@ -31,11 +31,14 @@ import aiohttp
 import orjson
 
 from loadtest.bench.counting import ByteCounter, counting_socket_factory
+from loadtest.corpus import Corpus
 from loadtest.workload import (
+    SYNTHETIC,
     AgentRun,
     AgentShape,
     Mode,
     SseParser,
+    TextSource,
     TurnError,
     TurnEvents,
     WorkloadError,
@@ -49,6 +52,7 @@ EXIT_FAILED = 1
 STAGGER_SECONDS = 0.05
 WARM_SLOTS = 4  # steady warm-ups in flight at once
 WARMUP_TIMEOUT = 300.0
+DEFLATE_WINDOW_BITS = 15  # what the client offers; the box answers with its own window
 Emit = Callable[[dict[str, Any]], None]
 
 
@@ -69,6 +73,9 @@ class ClientJob:
     label: str = ""
     pings: int = 0  # > 0: a ping job instead (sequential GET /models, for the link emulator's overhead)
     renew_above_tokens: int = 0  # steady jobs: a conversation past this many input tokens starts afresh
+    texts: str = "stdlib"  # stdlib: real text (loadtest/corpus.py) | synthetic: generated lines
+    seed: int = 1  # picks the stdlib texts; agent a, run r gets the same texts in every job of a seed
+    deflate: bool = True  # WebSocket mode offers permessage-deflate (the box decides)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> ClientJob:
@@ -80,6 +87,8 @@ class ClientJob:
             raise ValueError("agents must be 1..1024, runs 0..10000 and pings 0..100000")
         if job.turn_timeout <= 0 or job.deadline <= 0 or job.think_seconds < 0 or job.max_errors < 0:
             raise ValueError("timeouts and the deadline must be > 0, think time and max_errors >= 0")
+        if job.texts not in ("stdlib", "synthetic"):
+            raise ValueError("texts must be stdlib or synthetic")
         return job
 
     def to_json(self) -> bytes:
@@ -141,8 +150,18 @@ class _WsChannel:
         url = self.job.base_url.replace("http://", "ws://", 1).rstrip("/") + "/responses"
         headers = {"Authorization": f"Bearer {self.job.api_key}", SESSION_HEADER: session_id}
         self.ws = await self.session.ws_connect(
-            url, headers=headers, max_msg_size=WS_MAX_MSG, decode_text=False, autoping=True
+            url,
+            headers=headers,
+            max_msg_size=WS_MAX_MSG,
+            decode_text=False,
+            autoping=True,
+            compress=DEFLATE_WINDOW_BITS if self.job.deflate else 0,
         )
+
+    @property
+    def deflated(self) -> bool:
+        """Whether permessage-deflate was negotiated on this connection."""
+        return self.ws is not None and bool(self.ws.compress)
 
     async def exchange(self, body: dict[str, Any], sent_at: float) -> _Exchange:
         assert self.ws is not None
@@ -192,6 +211,8 @@ class _HttpChannel:
         self.url = job.base_url.rstrip("/") + "/responses"
         self.session_id = ""
 
+    deflated = False  # HTTP bodies go as the SDK sends them: uncompressed
+
     async def open(self, session_id: str) -> None:
         self.session_id = session_id
 
@@ -231,8 +252,11 @@ class Agent:
         clock: Callable[[], float],
         emit: Emit,
         warm_slots: asyncio.Semaphore | None = None,
+        texts: TextSource = SYNTHETIC,
     ) -> None:
-        self.index, self.job, self.clock, self.emit = index, job, clock, emit
+        self.index, self.job, self.clock, self.emit, self.texts = index, job, clock, emit, texts
+        self.connections = 0
+        self.deflated = 0  # connections that negotiated permessage-deflate
         self.warm_slots = warm_slots  # steady jobs: bounds the warm-ups that prefill at once
         self.counter = ByteCounter()
         self.turns: list[TurnRecord] = []
@@ -293,7 +317,8 @@ class Agent:
 
     async def _one_run(self, number: int, *, steady: bool) -> None:
         run_id = f"{self.job.label or self.job.mode}-a{self.index}-r{number}-{time.time_ns() % 10**9}"
-        run = AgentRun(self.job.mode, self.job.shape, run_id)
+        content = f"a{self.index}-r{number}"  # the same texts for this agent and run in every job
+        run = AgentRun(self.job.mode, self.job.shape, run_id, texts=self.texts, content_key=content)
         channel = self._channel()
         start = self.clock()
         error: str | None = None
@@ -305,6 +330,8 @@ class Agent:
             if slot is not None:
                 await slot.acquire()
             await channel.open(run_id)
+            self.connections += 1
+            self.deflated += channel.deflated
             first = True
             while True:
                 if steady:
@@ -408,8 +435,13 @@ async def run_job(
             latencies = await _pings(job)
             emit({"event": "result", "latencies": latencies, "seconds": clock()})
             return 0
+        texts = texts_of(job)
         if job.runs:
-            agents = [await stack.enter_async_context(Agent(i, job, clock, emit)) for i in range(job.agents)]
+            cpu = time.process_time()
+            agents = [
+                await stack.enter_async_context(Agent(i, job, clock, emit, texts=texts))
+                for i in range(job.agents)
+            ]
             await asyncio.gather(*(agent.do_runs(job.runs) for agent in agents))
             turns = [asdict(t) for a in agents for t in a.turns]
             runs = [asdict(r) for a in agents for r in a.runs]
@@ -417,10 +449,30 @@ async def run_job(
                 "sent": sum(a.counter.sent for a in agents),
                 "received": sum(a.counter.received for a in agents),
             }
-            emit({"event": "result", "turns": turns, "runs": runs, "wire": wire, "seconds": clock()})
+            deflate = {
+                "offered": job.mode == "ws" and job.deflate,
+                "connections": sum(a.connections for a in agents),
+                "negotiated": sum(a.deflated for a in agents),
+            }
+            emit(
+                {
+                    "event": "result",
+                    "turns": turns,
+                    "runs": runs,
+                    "wire": wire,
+                    "deflate": deflate,
+                    "seconds": clock(),
+                    "cpu_seconds": time.process_time() - cpu,
+                }
+            )
             return EXIT_FAILED if any(r["error"] for r in runs) else 0
-        return await _steady(job, emit, commands, stack, clock)
+        return await _steady(job, emit, commands, stack, clock, texts)
     return EXIT_FAILED  # pragma: no cover (the timeout raises)
+
+
+def texts_of(job: ClientJob) -> TextSource:
+    """The job's tool output texts: the standard library's (listed once per process) or generated."""
+    return Corpus.stdlib(job.seed) if job.texts == "stdlib" else SYNTHETIC
 
 
 async def _add_agents(
@@ -431,6 +483,7 @@ async def _add_agents(
     clock: Callable[[], float],
     emit: Emit,
     wanted: int,
+    texts: TextSource,
 ) -> None:
     """Park every agent, warm up the new ones (and renew the ones whose history outgrew the bound)
     while the others wait, then let everyone run: warm-up prefills never land inside a window."""
@@ -446,7 +499,7 @@ async def _add_agents(
             warming.append(agent)
     slots = agents[0].warm_slots if agents else asyncio.Semaphore(WARM_SLOTS)
     while len(agents) < wanted:
-        agent = await stack.enter_async_context(Agent(len(agents), job, clock, emit, slots))
+        agent = await stack.enter_async_context(Agent(len(agents), job, clock, emit, slots, texts))
         agent.hold = True
         agents.append(agent)
         warming.append(agent)
@@ -480,6 +533,7 @@ async def _steady(
     commands: Callable[[], Awaitable[dict[str, Any] | None]],
     stack: contextlib.AsyncExitStack,
     clock: Callable[[], float],
+    texts: TextSource,
 ) -> int:
     agents: list[Agent] = []
     tasks: list[asyncio.Task[None]] = []
@@ -487,7 +541,8 @@ async def _steady(
         while (command := await commands()) is not None:
             name = command.get("cmd")
             if name == "agents":
-                await _add_agents(job, agents, tasks, stack, clock, emit, min(int(command["n"]), 1024))
+                wanted = min(int(command["n"]), 1024)
+                await _add_agents(job, agents, tasks, stack, clock, emit, wanted, texts)
                 samples = sorted({e for a in agents for e in a.error_samples})[:5]
                 emit(
                     {
@@ -498,16 +553,16 @@ async def _steady(
                     }
                 )
             elif name == "window":
-                start = clock()
+                start, cpu = clock(), time.process_time()
                 await asyncio.sleep(float(command["seconds"]))
-                end = clock()
+                end, cpu = clock(), time.process_time() - cpu
                 inside = [
                     asdict(t)
                     for a in agents
                     for t in a.turns
                     if t.start >= start and t.start + t.seconds <= end and not t.warmup
                 ]
-                emit({"event": "window", "start": start, "end": end, "turns": inside})
+                emit({"event": "window", "start": start, "end": end, "turns": inside, "cpu_seconds": cpu})
             elif name == "quit":
                 break
     finally:

@@ -14,11 +14,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
-from loadtest.bench.report import upload
+from loadtest.bench.report import ARM_ORDER, first_link, headline_regime, ordered, steps_at
 from loadtest.bench.stats import cumulative, per_turn_index
 from loadtest.workload import MODE_LABELS, MODES
 
 COLORS = {"ws": "#1b9e77", "http_full": "#d95f02", "http_chained": "#7570b3"}
+ARM_COLORS = dict(zip(ARM_ORDER, ("#1b9e77", "#66c2a5", "#d95f02", "#e6ab02", "#7570b3"), strict=True))
 Results = Mapping[str, Any]
 
 
@@ -44,14 +45,16 @@ def draw_all(results: Results, out: Path) -> list[str]:
     return written
 
 
-def _headline(results: Results, link: str) -> Mapping[str, Any]:
-    t = str(results["meta"]["settings"]["headline_tool_calls"])
-    return ((results.get("agent") or {}).get(link) or {}).get(t) or {}
+def _headline(results: Results, regime: str | None = None) -> tuple[str, Mapping[str, Any]]:
+    """(where, arm -> step) at the headline T in `regime` (default: the headline regime), first link."""
+    regime = regime or headline_regime(results)
+    link = first_link(results, regime)
+    t = results["meta"]["settings"]["headline_tool_calls"]
+    return f"{regime} KV, {link}", steps_at(results, regime, link, t)
 
 
-def _first_link(results: Results) -> str | None:
-    agent = results.get("agent") or {}
-    return "loopback" if "loopback" in agent else next(iter(agent), None)
+def _color(arm: str) -> str:
+    return ARM_COLORS.get(arm, "#666666")
 
 
 def _title(ax: Axes, text: str) -> None:
@@ -78,117 +81,112 @@ def _integer_turns(ax: Axes) -> None:
 
 
 def bytes_per_turn(results: Results) -> Figure | None:
-    """Upload (solid) and download (dotted) wire bytes per turn, per mode."""
-    link = _first_link(results)
-    steps = _headline(results, link) if link else {}
+    """Upload (solid) and download (dotted) wire bytes per turn, per arm."""
+    where, steps = _headline(results)
     if not steps:
         return None
     figure, ax = plt.subplots(figsize=(7, 4))
-    for mode in MODES:
-        if mode in steps:
-            turns = steps[mode]["turns"]
-            up = per_turn_index(turns, "up_wire")
-            down = per_turn_index(turns, "down_wire")
-            ax.plot(
-                [i for i, _ in up],
-                [v / 1024 for _, v in up],
-                color=COLORS[mode],
-                label=f"{MODE_LABELS[mode]} up",
-            )
-            ax.plot(
-                [i for i, _ in down],
-                [v / 1024 for _, v in down],
-                color=COLORS[mode],
-                linestyle=":",
-                label=f"{mode} down",
-            )
+    for arm in ordered(list(steps)):
+        turns = steps[arm]["turns"]
+        up = per_turn_index(turns, "up_wire")
+        down = per_turn_index(turns, "down_wire")
+        ax.plot([i for i, _ in up], [v / 1024 for _, v in up], color=_color(arm), label=f"{arm} up")
+        ax.plot(
+            [i for i, _ in down],
+            [v / 1024 for _, v in down],
+            color=_color(arm),
+            linestyle=":",
+            label=f"{arm} down",
+        )
     ax.set_xlabel("turn")
     _integer_turns(ax)
     ax.set_ylabel("KiB per turn (wire, client side)")
-    _title(ax, f"Bytes per turn, T = {results['meta']['settings']['headline_tool_calls']}, {link}")
-    _legend(ax, 7)
+    ax.set_yscale("log")
+    _title(ax, f"Bytes per turn, T = {results['meta']['settings']['headline_tool_calls']}, {where}")
+    _legend(ax, 6)
     return figure
 
 
 def cumulative_upload(results: Results) -> Figure | None:
-    """Cumulative upload over a run, per mode."""
-    link = _first_link(results)
-    steps = _headline(results, link) if link else {}
+    """Cumulative upload over a run, per arm."""
+    where, steps = _headline(results)
     if not steps:
         return None
     figure, ax = plt.subplots(figsize=(7, 4))
-    for mode in MODES:
-        if mode in steps:
-            points = cumulative(per_turn_index(steps[mode]["turns"], "up_wire"))
-            ax.plot(
-                [i for i, _ in points],
-                [v / 1024 for _, v in points],
-                color=COLORS[mode],
-                label=MODE_LABELS[mode],
-                marker=".",
-            )
+    for arm in ordered(list(steps)):
+        points = cumulative(per_turn_index(steps[arm]["turns"], "up_wire"))
+        ax.plot(
+            [i for i, _ in points],
+            [v / 1024 for _, v in points],
+            color=_color(arm),
+            label=arm,
+            marker=".",
+        )
     ax.set_xlabel("turn")
     _integer_turns(ax)
     ax.set_ylabel("KiB uploaded so far (wire)")
-    _title(ax, "Cumulative upload over one agent run")
-    _legend(ax, 8)
+    _title(ax, f"Cumulative upload over one agent run, {where}")
+    _legend(ax, 7)
     return figure
 
 
 def ttft_per_turn(results: Results) -> Figure | None:
-    """Mean TTFT per turn index, per mode, one panel per link."""
-    links = [link for link in (results.get("agent") or {}) if _headline(results, link)]
-    if not links:
+    """Mean TTFT per turn index, per arm, one panel per KV regime."""
+    regimes = [r for r in (results.get("arms") or {}) if _headline(results, r)[1]]
+    if not regimes:
         return None
-    figure, axes = plt.subplots(1, len(links), figsize=(6 * len(links), 4), squeeze=False)
-    for ax, link in zip(axes[0], links, strict=True):
-        steps = _headline(results, link)
-        for mode in MODES:
-            if mode in steps:
-                points = per_turn_index(steps[mode]["turns"], "ttft")
-                ax.plot(
-                    [i for i, _ in points],
-                    [v * 1000 for _, v in points],
-                    color=COLORS[mode],
-                    label=MODE_LABELS[mode],
-                    marker=".",
-                )
+    figure, axes = plt.subplots(1, len(regimes), figsize=(6 * len(regimes), 4), squeeze=False)
+    for ax, regime in zip(axes[0], regimes, strict=True):
+        where, steps = _headline(results, regime)
+        for arm in ordered(list(steps)):
+            points = per_turn_index(steps[arm]["turns"], "ttft")
+            ax.plot(
+                [i for i, _ in points],
+                [v * 1000 for _, v in points],
+                color=_color(arm),
+                label=arm,
+                marker=".",
+            )
         ax.set_xlabel("turn")
         _integer_turns(ax)
         ax.set_ylabel("TTFT ms (client side)")
-        _title(ax, f"Time to first token per turn, {link}")
+        ax.set_yscale("log")
+        _title(ax, f"Time to first token per turn, {where}")
         _legend(ax, 7)
     return figure
 
 
 def run_time_vs_tool_calls(results: Results) -> Figure | None:
-    """Mean run time against T, per mode (solid: shaped link, dashed: loopback)."""
-    agent = results.get("agent") or {}
-    if not agent:
+    """Mean run time against T, per arm (solid: the headline regime, dashed: the others)."""
+    arms = results.get("arms") or {}
+    if not arms:
         return None
+    headline = headline_regime(results)
     figure, ax = plt.subplots(figsize=(7, 4))
-    for link, style in (("shaped", "-"), ("loopback", "--")):
-        per_t = agent.get(link) or {}
-        for mode in MODES:
+    for regime, per_link in arms.items():
+        link = first_link(results, regime)
+        per_t = per_link.get(link or "") or {}
+        names = ordered(sorted({a for per_arm in per_t.values() for a in per_arm}))
+        for arm in names:
             points = sorted(
-                (int(t), s[mode]["runs_summary"]["run_mean"])
+                (int(t), s[arm]["runs_summary"]["run_mean"])
                 for t, s in per_t.items()
-                if mode in s and s[mode]["runs_summary"]["run_mean"] is not None
+                if arm in s and s[arm]["runs_summary"]["run_mean"] is not None
             )
             if points:
                 ax.plot(
                     [p[0] for p in points],
                     [p[1] for p in points],
-                    style,
-                    color=COLORS[mode],
+                    "-" if regime == headline else "--",
+                    color=_color(arm),
                     marker="o",
-                    label=f"{mode}, {link}",
+                    label=f"{arm}, {regime}",
                 )
     ax.set_xlabel("tool calls per run (T)")
     _integer_turns(ax)
     ax.set_ylabel("run time, s (mean)")
     _title(ax, "Agent run time against tool calls")
-    _legend(ax, 7)
+    _legend(ax, 6)
     return figure
 
 
@@ -253,28 +251,31 @@ def capacity_chart(results: Results) -> Figure | None:
 
 
 def metrics_agreement(results: Results) -> Figure | None:
-    """Upload per run: client wire vs router metric, client payload vs box metric, per mode."""
-    link = _first_link(results)
-    if link is None:
+    """Upload per run: client wire vs router metric, client payload vs box metric, per arm."""
+    where, steps = _headline(results)
+    if not steps:
         return None
-    up = upload(results, link, results["meta"]["settings"]["headline_tool_calls"])
-    if not up:
-        return None
-    figure, ax = plt.subplots(figsize=(7, 4))
+    figure, ax = plt.subplots(figsize=(8, 4))
     keys = (
-        ("client_wire_per_run", "client wire"),
-        ("router_wire_per_run", "router metric"),
-        ("client_payload_per_run", "client payload"),
-        ("box_payload_per_run", "box metric"),
+        ("client", "socket_sent", "client wire"),
+        ("metrics", "router_up_wire", "router metric"),
+        ("client", "up_payload", "client payload"),
+        ("metrics", "box_up_payload", "box metric"),
     )
-    modes = [m for m in MODES if m in up]
+    arms = ordered(list(steps))
     width = 0.8 / len(keys)
-    for k, (key, label) in enumerate(keys):
-        xs = [i + k * width for i in range(len(modes))]
-        ax.bar(xs, [up[m][key] / 1024 for m in modes], width, label=label)
-    ax.set_xticks([i + width * (len(keys) - 1) / 2 for i in range(len(modes))], modes)
+    for k, (side, key, label) in enumerate(keys):
+        xs = [i + k * width for i in range(len(arms))]
+        values = []
+        for arm in arms:
+            step = steps[arm]
+            runs = max(step["runs_summary"]["runs"] + step["runs_summary"]["failed_runs"], 1)
+            value = step[side].get(key, step[side].get("up_wire", 0)) or 0
+            values.append(value / runs / 1024)
+        ax.bar(xs, values, width, label=label)
+    ax.set_xticks([i + width * (len(keys) - 1) / 2 for i in range(len(arms))], arms, fontsize=7, rotation=15)
     ax.set_ylabel("KiB uploaded per run")
     ax.set_yscale("log")
-    _title(ax, "Upload per run: client side and scraped /metrics")
+    _title(ax, f"Upload per run: client side and scraped /metrics, {where}")
     _legend(ax, 7)
     return figure

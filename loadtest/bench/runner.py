@@ -1,17 +1,23 @@
-"""`tether bench`: the agent workload in the three modes, side by side, against one cluster.
+"""`tether bench`: the agent workload's arms side by side, each on a cluster of its own worker routing.
 
 Phases (each measured step is bracketed by scrapes of every box, router and worker /metrics):
 
-    agent     per link (loopback; shaped = client in its own namespace behind the link emulator), per
-              tool-call count T, per mode: C agents x R runs → bytes, TTFT and turn time per turn, run time
+    arms      per KV regime (bounded: the workers hold every live conversation `kv_copies` times in all;
+              unbounded), per worker routing the arms need (a fresh cluster each: its own routing, its own
+              empty caches), per link (loopback; shaped = client in its own namespace behind the link
+              emulator), per tool-call count T, per arm (mode + routing, loadtest/bench/arms.py): C agents x
+              R runs with think time between turns → run time, TTFT per turn, the workers' prefix-cache hit
+              rate, bytes on the wire and box CPU per turn
     overhead  the link emulator's own cost: the same small job direct on loopback and through the
               namespace + emulator with no delay and no rate limit
     history   per history size H, per mode: one steady agent → box CPU seconds per turn
-    capacity  at H = capacity_tokens, per mode: more and more steady agents; throughput, p99 TTFT and box
-              CPU per step; capacity = the best step with p99 TTFT within the SLO
+    capacity  at H = capacity_tokens, per mode: 1, 2, 4, ... steady agents until a step breaks the TTFT
+              SLO, the box's core saturates, or capacity_max_agents; throughput, p99 TTFT and box CPU
 
-It starts its own cluster (1 box, 1 worker, the calibrated sim engine, no Redis) unless given a base URL,
-and then pins the box to the last CPU and everything else to the others, so that "box CPU" is one core.
+Without a base URL it starts each cluster itself (1 box, `workers` workers, the calibrated sim engine, no
+Redis) and pins the box to the last CPU and everything else to the others, so that "box CPU" is one core;
+overhead, history and capacity run on an affinity cluster with room for every steady conversation. With a
+base URL only the arms of that cluster's routing (`cluster_routing`) run, under its own KV budget.
 Results go to <out>/results.json, <out>/report.md and <out>/*.png (loadtest/bench/report.py, plots.py).
 """
 
@@ -21,7 +27,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,7 @@ import aiohttp
 from tqdm import tqdm
 
 from loadtest.bench import machine
+from loadtest.bench.arms import Arm, conversation_tokens, kv_budget, routings_of
 from loadtest.bench.client import ClientJob
 from loadtest.bench.netns import Namespace, NetnsError, ShapedLink, unavailable
 from loadtest.bench.procs import ChildFailed, JsonLinesChild, client_argv, pin_process, relay_argv
@@ -47,7 +54,9 @@ QUIET_TIMEOUT = 60.0
 RENEW_SLACK_TOKENS = 2000
 OVERHEAD_PINGS = 300
 KV_BUDGET_FLOOR = 400_000
+EXTERNAL = "cluster"  # the KV regime of a running cluster: whatever its workers were given
 Say = Callable[[str], None]
+Links = dict[str, tuple[str, Namespace | None]]  # link -> (base URL, client namespace)
 
 
 class BenchFailed(RuntimeError):
@@ -69,81 +78,146 @@ class Bench:
         self.cpus_rest: set[int] | None = None
         self._http: aiohttp.ClientSession | None = None
         self._deadline = 0.0
+        self._namespaces: dict[str, Namespace | None] = {}
+        self._stack: contextlib.AsyncExitStack | None = None  # the benchmark's own (namespaces)
+        # The CPUs this benchmark may use, read before it pins itself for its first cluster.
+        self._cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
     # ------------------------------------------------------------------------------------------ run
     async def run(self) -> dict[str, Any]:
         """Run every phase; BenchFailed when the cluster or tooling fails (a missed target is a result)."""
         self._deadline = time.monotonic() + self.settings.deadline
         self.out.mkdir(parents=True, exist_ok=True)
-        self.results = {"meta": self._meta(), "agent": {}, "overhead": None, "history": {}, "capacity": {}}
+        self.results = {
+            "meta": self._meta(),
+            "arms": {},
+            "overhead": None,
+            "history": {},
+            "capacity": {},
+            "capacity_end": {},
+        }
+        self.results["meta"]["clusters"] = []
         async with contextlib.AsyncExitStack() as stack:
+            self._stack = stack
             self._http = await stack.enter_async_context(aiohttp.ClientSession())
-            base_url = await self._cluster(stack)
-            await self._discover()
-            self.results["meta"]["machine_end"] = machine.load()
-            await self._phases(base_url, stack)
+            if self.settings.starts_cluster:
+                await self._own_clusters()
+            else:
+                await self._running_cluster(stack)
             self.results["meta"]["machine_end"] = machine.load()
         return self.results
 
-    async def _phases(self, base_url: str, stack: contextlib.AsyncExitStack) -> None:
+    async def _own_clusters(self) -> None:
         s = self.settings
-        shaped: tuple[Namespace, str] | None = None
-        if "shaped" in s.links:
-            shaped = await self._shaped_link(base_url, stack, s.rtt_ms / 2, s.rate_mbit, "shaped")
-        for link in s.links:
-            if link == "loopback":
-                self.results["agent"]["loopback"] = await self._agent_phase(base_url, None, "loopback")
-            elif shaped is not None:
-                ns, url = shaped
-                self.results["agent"]["shaped"] = await self._agent_phase(url, ns, "shaped")
-        if s.overhead and shaped is not None:
+        arms = s.arm_list
+        conversation = conversation_tokens(s.first_turn_tokens, max(s.sweep), s.output_bytes)
+        for regime in s.kv_budgets:
+            budget = kv_budget(
+                regime,
+                agents=s.concurrency,
+                runs=s.runs,
+                workers=s.workers,
+                conversation=conversation,
+                copies=s.kv_copies,
+            )
+            for routing in routings_of(arms):
+                chosen = tuple(a for a in arms if a.routing == routing)
+                async with self._cluster(routing, budget, regime) as (base_url, stack):
+                    links = await self._links(base_url, stack)
+                    await self._arms_phase(links, regime, chosen)
+        if s.overhead or s.capacity or s.history_tokens:
+            async with self._cluster("affinity", self._steady_budget(), "steady") as (base_url, stack):
+                if s.overhead and "shaped" in s.links and await self._namespace("shaped") is not None:
+                    self.results["overhead"] = await self._overhead_phase(base_url, stack)
+                await self._history_and_capacity(base_url)
+
+    async def _running_cluster(self, stack: contextlib.AsyncExitStack) -> None:
+        s = self.settings
+        self.targets = {f"target-{i}": url for i, url in enumerate(s.metrics)}
+        self.results["meta"]["cluster"] = {"started": False, "base_url": s.base_url}
+        await self._discover()
+        base_url = s.base_url.rstrip("/")
+        arms = tuple(a for a in s.arm_list if a.routing == s.cluster_routing)
+        skipped = [a.name for a in s.arm_list if a.routing != s.cluster_routing]
+        if skipped:
+            reason = f"the cluster at --base-url routes {s.cluster_routing} (--cluster-routing)"
+            self.results["meta"].setdefault("skipped", {})["arms " + ", ".join(skipped)] = reason
+        links = await self._links(base_url, stack)
+        await self._arms_phase(links, EXTERNAL, arms)
+        if s.overhead and "shaped" in links:
             self.results["overhead"] = await self._overhead_phase(base_url, stack)
         await self._history_and_capacity(base_url)
 
-    # ------------------------------------------------------------------------------------- cluster
-    async def _cluster(self, stack: contextlib.AsyncExitStack) -> str:
+    async def _links(self, base_url: str, stack: contextlib.AsyncExitStack) -> Links:
+        """The links to run on, to this cluster's router (the shaped one through a relay of its own)."""
         s = self.settings
-        if not s.starts_cluster:
-            self.targets = {f"target-{i}": url for i, url in enumerate(s.metrics)}
-            self.results["meta"]["cluster"] = {"started": False, "base_url": s.base_url}
-            return s.base_url.rstrip("/")
+        links: Links = {}
+        for link in s.links:
+            if link == "loopback":
+                links[link] = (base_url, None)
+            else:
+                shaped = await self._shaped_link(base_url, stack, s.rtt_ms / 2, s.rate_mbit, "shaped")
+                if shaped is not None:
+                    links[link] = (shaped[1], shaped[0])
+        return links
+
+    # ------------------------------------------------------------------------------------- cluster
+    def _steady_budget(self) -> int:
+        s = self.settings
+        most_agents = max([s.concurrency, *s.capacity_steps]) + 2
+        return max(KV_BUDGET_FLOOR, most_agents * (s.capacity_tokens + 60_000) * 2)
+
+    @contextlib.asynccontextmanager
+    async def _cluster(
+        self, routing: str, budget: int, purpose: str
+    ) -> AsyncIterator[tuple[str, contextlib.AsyncExitStack]]:
+        """A fresh cluster whose boxes route by `routing` and whose workers hold `budget` tokens each;
+        its base URL and the stack that stops it (and whatever is tied to it, such as link relays)."""
         from tether.config import ClusterSpec
         from tether.supervisor import LocalCluster
 
+        s = self.settings
         spec = ClusterSpec(
             boxes=s.boxes,
             workers=s.workers,
             router=True,
             redis=None,
             speed=s.speed,
+            worker_routing=routing,
             port=0,
             start_timeout=120,
         )
-        most_agents = max([s.concurrency, *s.capacity_levels]) + 2
-        budget = max(KV_BUDGET_FLOOR, most_agents * (s.capacity_tokens + 60_000) * 2)
         # Steady conversations grow past their synthetic history (up to RENEW_GROWTH x, then renewed).
-        prompt = max(131_072, int(s.capacity_tokens * 2) + 65_536)
+        longest = max(s.capacity_tokens, s.first_turn_tokens)
+        prompt = max(131_072, int(longest * 2) + 65_536)
         environ = {
             **os.environ,
             "TETHER_WORKER_KV_BUDGET_TOKENS": str(budget),
             "TETHER_WORKER_MAX_PROMPT_TOKENS": str(prompt),
         }
-        self.say(f"bench: starting a cluster ({s.boxes} box, {s.workers} worker, sim speed {s.speed:g})")
-        cluster = LocalCluster(spec, sink=lambda *_: None, environ=environ)
-        await stack.enter_async_context(cluster)
-        self.targets = dict(cluster.metrics_urls)
-        self.results["meta"]["cluster"] = {
-            "started": True,
-            "spec": {k: v for k, v in asdict(spec).items() if k != "api_key"},
-            "worker_kv_budget_tokens": budget,
-            "worker_max_prompt_tokens": prompt,
-            "base_url": cluster.base_url,
-        }
-        self._pin(cluster.pids, cluster.names("box"))
-        return cluster.base_url
+        self.say(
+            f"bench: starting a cluster for {purpose} ({s.boxes} box, {s.workers} workers, worker routing "
+            f"{routing}, KV budget {budget:,} tokens per worker, sim speed {s.speed:g})"
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            cluster = LocalCluster(spec, sink=lambda *_: None, environ=environ)
+            await stack.enter_async_context(cluster)
+            self.targets = dict(cluster.metrics_urls)
+            self.results["meta"]["clusters"].append(
+                {
+                    "purpose": purpose,
+                    "spec": {k: v for k, v in asdict(spec).items() if k != "api_key"},
+                    "worker_kv_budget_tokens": budget,
+                    "worker_max_prompt_tokens": prompt,
+                    "base_url": cluster.base_url,
+                }
+            )
+            self._pin(cluster.pids, cluster.names("box"))
+            await self._discover()
+            yield cluster.base_url, stack
 
     def _pin(self, pids: dict[str, int], boxes: list[str]) -> None:
-        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        cpus = self._cpus
         pinning: dict[str, Any] = {"enabled": False, "cpus": cpus}
         if self.settings.pin and len(cpus) >= 2:
             self.cpus_box, self.cpus_rest = {cpus[-1]}, set(cpus[:-1])
@@ -185,22 +259,35 @@ class Bench:
         return Snapshot(at, merge(samples for _, samples in parts), {n: k for n, k in kinds.items() if k})
 
     # --------------------------------------------------------------------------------- shaped link
-    async def _shaped_link(
-        self, base_url: str, stack: contextlib.AsyncExitStack, delay_ms: float, rate_mbit: float, tag: str
-    ) -> tuple[Namespace, str] | None:
+    async def _namespace(self, tag: str) -> Namespace | None:
+        """The client namespace of `tag`, created once per benchmark (None: skipped, reason recorded)."""
+        if tag in self._namespaces:
+            return self._namespaces[tag]
         reason = unavailable()
+        ns: Namespace | None = None
+        if reason is None:
+            link = ShapedLink(tag=tag[:2])
+            try:
+                ns = await asyncio.to_thread(link.create)
+            except NetnsError as exc:
+                reason = str(exc)
+            else:
+                assert self._stack is not None
+                self._stack.push_async_callback(asyncio.to_thread, link.remove)
         if reason is not None:
             self.say(f"bench: skipping the {tag} link: {reason}")
             self.results["meta"].setdefault("skipped", {})[tag] = reason
+        self._namespaces[tag] = ns
+        return ns
+
+    async def _shaped_link(
+        self, base_url: str, stack: contextlib.AsyncExitStack, delay_ms: float, rate_mbit: float, tag: str
+    ) -> tuple[Namespace, str] | None:
+        """A relay (the link emulator) from the `tag` namespace's host end to this cluster's router; it
+        stops with `stack` (the cluster's)."""
+        ns = await self._namespace(tag)
+        if ns is None:
             return None
-        link = ShapedLink(tag=tag[:2])
-        try:
-            ns = await asyncio.to_thread(link.create)
-        except NetnsError as exc:
-            self.say(f"bench: skipping the {tag} link: {exc}")
-            self.results["meta"].setdefault("skipped", {})[tag] = str(exc)
-            return None
-        stack.push_async_callback(asyncio.to_thread, link.remove)
         router = urlsplit(base_url)
         target = f"{router.hostname}:{router.port}"
         relay = JsonLinesChild(
@@ -224,20 +311,28 @@ class Bench:
         await relay.close()
         with contextlib.suppress(asyncio.QueueEmpty):
             while (event := relay.events.get_nowait()) is not None:
-                if event.get("event") == "stats":
+                if event.get("event") == "stats":  # the last relay's; each cluster had its own
                     self.results["meta"]["links"][tag]["emulator_stats"] = event
 
     # --------------------------------------------------------------------------------------- agent
-    async def _agent_phase(self, url: str, ns: Namespace | None, link: str) -> dict[str, Any]:
+    async def _arms_phase(self, links: Links, regime: str, arms: tuple[Arm, ...]) -> None:
+        """Every arm on this cluster, per link and T; results under arms/<regime>/<link>/<T>/<arm>."""
         s = self.settings
-        phase: dict[str, Any] = {}
-        for tool_calls in s.sweep:
-            shape = AgentShape(tool_calls=tool_calls, output_bytes=s.output_bytes)
-            for mode in s.mode_list:
-                job = self._job(url, mode, shape, s.concurrency, s.runs, f"{link}-t{tool_calls}")
-                step = await self._runs_job(job, ns, f"{link} T={tool_calls} {mode}")
-                phase.setdefault(str(tool_calls), {})[mode] = step
-        return phase
+        for link, (url, ns) in links.items():
+            for tool_calls in s.sweep:
+                shape = AgentShape(
+                    tool_calls=tool_calls, output_bytes=s.output_bytes, history_tokens=s.first_turn_tokens
+                )
+                for arm in arms:
+                    job = replace(
+                        self._job(url, arm.mode, shape, s.concurrency, s.runs, f"{link}-t{tool_calls}"),
+                        think_seconds=s.think_seconds,
+                        deflate=arm.deflate,
+                    )
+                    step = await self._runs_job(job, ns, f"{regime} {link} T={tool_calls} {arm.name}")
+                    step["arm"] = {"mode": arm.mode, "routing": arm.routing, "deflate": arm.deflate}
+                    per_t = self.results["arms"].setdefault(regime, {}).setdefault(link, {})
+                    per_t.setdefault(str(tool_calls), {})[arm.name] = step
 
     def _job(self, url: str, mode: Mode, shape: AgentShape, agents: int, runs: int, label: str) -> ClientJob:
         return ClientJob(
@@ -250,6 +345,7 @@ class Bench:
             turn_timeout=self.settings.turn_timeout,
             deadline=max(self._time_left(), 1.0),
             label=label,
+            seed=self.settings.seed,
         )
 
     def _time_left(self) -> float:
@@ -277,6 +373,8 @@ class Bench:
             sample = result["turns"][0]["error"]
             raise BenchFailed(f"{desc}: every turn failed, so the cluster is not serving ({sample})")
         step = self._step(after.minus(before), result["turns"], result.get("wire"))
+        step["deflate"] = result.get("deflate")
+        step["client"]["cpu_seconds"] = result.get("cpu_seconds")
         step["runs_summary"] = run_summary(result["runs"])
         step["runs"], step["turns"], step["exit"] = result["runs"], result["turns"], code
         self._report_step(desc, step)
@@ -292,12 +390,15 @@ class Bench:
         return {"client": client, "metrics": metrics, "agreement": agreement(client, metrics)}
 
     def _report_step(self, desc: str, step: dict[str, Any]) -> None:
-        c, r = step["client"], step.get("runs_summary") or {}
+        c, r, m = step["client"], step.get("runs_summary") or {}, step["metrics"]
         run = f"  run {r['run_mean']:.2f} s" if r.get("run_mean") is not None else ""
         ttft = f"{c['ttft_p50'] * 1000:.0f} ms" if c["ttft_p50"] is not None else "-"
+        hits = m.get("worker_cache_hit_rate")
+        hit = f"  cache hits {hits * 100:.1f}%" if hits is not None else ""
         errors = f"  errors {c['errors']}" if c["errors"] else ""
         self.say(
-            f"bench: {desc:<28} turns {c['turns']:>4}  up {c['up_wire']:>10,} B  ttft p50 {ttft}{run}{errors}"
+            f"bench: {desc:<40} turns {c['turns']:>4}  up {c['up_wire']:>10,} B  ttft p50 {ttft}{run}{hit}"
+            f"{errors}"
         )
 
     # ------------------------------------------------------------------------------------ overhead
@@ -353,7 +454,7 @@ class Bench:
         self, base_url: str, mode: Mode, tokens: int, *, capacity: bool
     ) -> list[dict[str, Any]]:
         s = self.settings
-        levels = s.capacity_levels if capacity else (1,)
+        levels = s.capacity_steps if capacity else (1,)
         seconds = s.capacity_seconds if capacity else s.history_seconds
         output = s.capacity_output_bytes
         shape = AgentShape(tool_calls=min(20, max(s.sweep) or 1), output_bytes=output, history_tokens=tokens)
@@ -364,14 +465,23 @@ class Bench:
         await self._quiet()
         await child.start()
         try:
-            for level in sorted(set(levels)):
+            end = "steps exhausted"
+            for level in levels:
                 step = await self._window(child, level, seconds, f"H={tokens} {mode} x{level}")
                 steps.append(step)
                 if capacity and not step["slo_met"]:
+                    end = "TTFT SLO broken"
                     break
+                if capacity and step["box_cores"] >= s.saturation_cores:
+                    end = f"box core saturated ({step['box_cores']:.2f} cores)"
+                    break
+            if capacity:
+                self.results["capacity_end"][mode] = end
             await child.send({"cmd": "quit"})
             await child.next_event(30)
         except ChildFailed as exc:
+            if capacity:
+                self.results["capacity_end"][mode] = f"load generator failed: {str(exc)[:200]}"
             self.say(f"bench: {exc}")
             self.results["meta"].setdefault("problems", []).append(str(exc)[:500])
         finally:
@@ -392,6 +502,7 @@ class Bench:
         step = self._step(after.minus(before), turns)
         span = window["end"] - window["start"]
         step.update(agents=level, seconds=span, warmup_errors=ready.get("errors", 0), turns=turns)
+        step["client"]["cpu_seconds"] = window.get("cpu_seconds")
         step["error_samples"] = ready.get("samples", [])
         step.update(throughput(step, span, self.settings.slo_ttft_ms / 1000))
         c = step["client"]
@@ -449,9 +560,17 @@ def metric_figures(delta: Delta) -> dict[str, Any]:
         "worker_prefill_cached": delta.total("worker", "tether_worker_prefill_tokens_total", kind="cached"),
         "worker_precondition_failures": delta.total("worker", "tether_worker_precondition_failures_total"),
         "worker_evictions": delta.total("worker", "tether_worker_kv_cache_evictions_total"),
+        "worker_cache_hit_rate": hit_rate(delta),
         "box_worker_resends": delta.total("box", "tether_box_worker_calls_total", result="resend"),
         "seconds": delta.seconds,
     }
+
+
+def hit_rate(delta: Delta) -> float | None:
+    """The workers' prefix-cache hit rate: prompt tokens served from cache over all prompt tokens."""
+    cached = delta.total("worker", "tether_worker_prefill_tokens_total", kind="cached")
+    computed = delta.total("worker", "tether_worker_prefill_tokens_total", kind="computed")
+    return cached / (cached + computed) if cached + computed else None
 
 
 def agreement(client: dict[str, Any], metrics: dict[str, Any]) -> dict[str, float | None]:
@@ -479,9 +598,11 @@ def throughput(step: dict[str, Any], seconds: float, slo: float) -> dict[str, An
     cores = cpu / seconds if seconds else 0.0
     rate = turns / seconds if seconds else 0.0
     seconds = seconds or 1.0
+    client_cpu = step["client"].get("cpu_seconds")
     return {
         "turns_per_second": rate,
         "box_cores": cores,
+        "client_cores": client_cpu / seconds if client_cpu is not None else None,
         "worker_cores": step["metrics"]["worker_cpu_seconds"] / seconds,
         "router_cores": step["metrics"]["router_cpu_seconds"] / seconds,
         "box_cpu_ms_per_turn": cpu / turns * 1000 if turns else 0.0,

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar, get_type_hints
 
+from gpu_worker.client import ROUTINGS
+from loadtest.bench.arms import DEFAULT_ARMS, KV_REGIMES, Arm, parse_arm
 from loadtest.workload import MAX_HISTORY_TOKENS, MAX_OUTPUT_BYTES, MAX_TOOL_CALLS, MODES, Mode, check_mode
 
 ENV_PREFIX = "TETHER_BENCH_"
@@ -46,21 +48,36 @@ class BenchSettings:
     )
     api_key: str = knob("tether-dev-key", "the key clients use", "cluster")
     boxes: int = knob(1, "boxes of the cluster it starts", "cluster")
-    workers: int = knob(1, "workers of the cluster it starts", "cluster")
+    workers: int = knob(4, "workers of the cluster it starts", "cluster")
     speed: float = knob(1.0, "sim timing of the cluster it starts (1 = calibrated)", "cluster")
     pin: bool = knob(True, "pin the box to one CPU and the rest to the others", "cluster")
+    cluster_routing: str = knob(
+        "affinity",
+        "the worker routing of the cluster at --base-url (arms with another are skipped)",
+        "cluster",
+    )
     # workload
-    modes: tuple[str, ...] = knob(MODES, "comma-separated modes", "workload")
+    arms: tuple[str, ...] = knob(DEFAULT_ARMS, "comma-separated arms, mode:routing[:plain]", "workload")
+    kv_budgets: tuple[str, ...] = knob(KV_REGIMES, "worker KV regimes of the arms", "workload")
+    kv_copies: float = knob(
+        2.5, "bounded regime: copies of every live conversation the workers hold", "workload"
+    )
     links: tuple[str, ...] = knob(LINKS, "comma-separated links (shaped needs root)", "workload")
-    concurrency: int = knob(4, "concurrent agents per job", "workload", short="-c")
+    concurrency: int = knob(8, "concurrent agents per job", "workload", short="-c")
     runs: int = knob(2, "agent runs per agent per job", "workload")
-    tool_calls: tuple[int, ...] = knob((1, 5, 10, 20), "the T sweep, comma-separated", "workload")
+    tool_calls: tuple[int, ...] = knob((5, 10, 20), "the T sweep, comma-separated", "workload")
     headline_tool_calls: int = knob(20, "T of the headline figures", "workload")
     output_bytes: int = knob(4096, "S: bytes per tool output", "workload")
+    first_turn_tokens: int = knob(30_000, "tokens of the first message of an agent run", "workload")
+    think_seconds: float = knob(
+        0.5, "seconds between an answer and the next turn (the tool runs)", "workload"
+    )
+    seed: int = knob(1, "picks the tool outputs' text (loadtest/corpus.py)", "workload")
     rtt_ms: float = knob(20.0, "shaped link round-trip time", "workload")
     rate_mbit: float = knob(50.0, "shaped link rate each way", "workload")
     overhead: bool = knob(True, "measure the link emulator's own overhead", "workload")
     # history and capacity
+    modes: tuple[str, ...] = knob(MODES, "modes of the history steps", "history and capacity")
     history_tokens: tuple[int, ...] = knob(
         (1_000, 10_000, 30_000, 100_000), "history sizes for box CPU per turn", "history and capacity"
     )
@@ -68,7 +85,11 @@ class BenchSettings:
     capacity: bool = knob(True, "run the capacity steps", "history and capacity")
     capacity_tokens: int = knob(100_000, "history size of the capacity steps", "history and capacity")
     capacity_levels: tuple[int, ...] = knob(
-        (1, 2, 4, 8, 16, 32), "concurrent agents per step", "history and capacity"
+        (1, 2, 4, 8, 16, 32), "the first steps' agents (then doubling)", "history and capacity"
+    )
+    capacity_max_agents: int = knob(256, "the most agents a capacity step runs", "history and capacity")
+    saturation_cores: float = knob(
+        0.9, "box cores that count as its core saturated (ends the steps)", "history and capacity"
     )
     capacity_seconds: float = knob(6.0, "measured seconds per step", "history and capacity")
     capacity_output_bytes: int = knob(512, "tool output bytes of steady agents", "history and capacity")
@@ -78,7 +99,7 @@ class BenchSettings:
     slo_ttft_ms: float = knob(500.0, "p99 TTFT bound of the capacity", "history and capacity")
     # run
     turn_timeout: float = knob(60.0, "seconds per turn before it counts as failed", "run")
-    deadline: float = knob(1800.0, "seconds for the whole benchmark", "run")
+    deadline: float = knob(3600.0, "seconds for the whole benchmark", "run")
     out: str = knob("", "output folder", "run", shown="results/bench-<UTC time>")
     plots: bool = knob(True, "draw the charts", "run")
 
@@ -86,6 +107,14 @@ class BenchSettings:
         checks: dict[str, bool] = {
             "base_url": not self.base_url or self.base_url.startswith(("http://", "https://")),
             "modes": bool(self.modes) and all(m in MODES for m in self.modes),
+            "arms": bool(self.arms) and _arms_ok(self.arms),
+            "kv_budgets": bool(self.kv_budgets) and all(k in KV_REGIMES for k in self.kv_budgets),
+            "kv_copies": math.isfinite(self.kv_copies) and self.kv_copies >= 1,
+            "cluster_routing": self.cluster_routing in ROUTINGS,
+            "first_turn_tokens": 0 <= self.first_turn_tokens <= MAX_HISTORY_TOKENS,
+            "think_seconds": math.isfinite(self.think_seconds) and 0 <= self.think_seconds <= 60,
+            "capacity_max_agents": 1 <= self.capacity_max_agents <= 1024,
+            "saturation_cores": 0 < self.saturation_cores <= 1,
             "links": bool(self.links) and all(link in LINKS for link in self.links),
             "concurrency": 1 <= self.concurrency <= 256,
             "runs": 1 <= self.runs <= 100,
@@ -121,6 +150,19 @@ class BenchSettings:
         return tuple(check_mode(m) for m in self.modes)
 
     @property
+    def arm_list(self) -> tuple[Arm, ...]:
+        """The arms, parsed, without repeats."""
+        return tuple(dict.fromkeys(parse_arm(a) for a in self.arms))
+
+    @property
+    def capacity_steps(self) -> tuple[int, ...]:
+        """Agents per capacity step: the given levels, then doubling up to capacity_max_agents."""
+        steps = sorted({n for n in self.capacity_levels if n <= self.capacity_max_agents}) or [1]
+        while steps[-1] * 2 <= self.capacity_max_agents:
+            steps.append(steps[-1] * 2)
+        return tuple(steps)
+
+    @property
     def sweep(self) -> tuple[int, ...]:
         """Tool-call counts to run, the headline one included, ascending."""
         return tuple(sorted({*self.tool_calls, self.headline_tool_calls}))
@@ -149,6 +191,15 @@ class BenchSettings:
             raise BenchConfigError(str(exc)) from None
 
 
+def _arms_ok(arms: tuple[str, ...]) -> bool:
+    try:
+        for arm in arms:
+            parse_arm(arm)
+    except ValueError:
+        return False
+    return True
+
+
 SMOKE = {
     "concurrency": 2,
     "runs": 1,
@@ -159,6 +210,11 @@ SMOKE = {
     "history_seconds": 1.0,
     "capacity_tokens": 1000,
     "capacity_levels": (1, 2),
+    "capacity_max_agents": 2,
+    "first_turn_tokens": 200,
+    "think_seconds": 0.0,
+    "kv_budgets": ("unbounded",),
+    "workers": 2,
     "capacity_seconds": 1.0,
     "capacity_output_bytes": 256,
     "turn_timeout": 20.0,

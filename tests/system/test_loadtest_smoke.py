@@ -95,7 +95,7 @@ def test_locust_takes_the_key_from_openai_api_key_unless_one_is_given(cluster: L
     assert served.returncode == 0, served.stderr[-3000:]  # the flag wins over the environment
 
 
-def test_tether_bench_smoke_measures_every_mode_and_agrees_with_the_metrics(
+def test_tether_bench_smoke_measures_every_arm_and_agrees_with_the_metrics(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
     out = tmp_path / "bench"
@@ -116,16 +116,21 @@ def test_tether_bench_smoke_measures_every_mode_and_agrees_with_the_metrics(
     assert (out / "report.md").read_text().startswith("# Tether benchmark")
     assert (out / "bytes_per_turn.png").stat().st_size > 0
     links = ["loopback"] if unavailable() else ["loopback", "shaped"]
-    assert sorted(results["agent"]) == sorted(links)
+    assert sorted(results["arms"]["cluster"]) == sorted(links)  # a running cluster: its own KV budget
     for link in links:
-        per_mode = results["agent"][link]["2"]
-        assert sorted(per_mode) == ["http_chained", "http_full", "ws"]
-        for step in per_mode.values():
+        per_arm = results["arms"]["cluster"][link]["2"]  # its routing is affinity: no round-robin arm
+        assert sorted(per_arm) == [
+            "http_chained:affinity", "http_full:affinity", "ws:affinity", "ws:affinity:plain",
+        ]  # fmt: skip
+        assert per_arm["ws:affinity"]["deflate"]["negotiated"] == 2  # the box answers the client's offer
+        assert per_arm["ws:affinity:plain"]["deflate"]["negotiated"] == 0
+        for step in per_arm.values():
             assert step["client"]["errors"] == 0
             assert step["runs_summary"]["runs"] == 2
             assert step["agreement"]["up_payload"] == pytest.approx(1.0, abs=0.02)
             assert step["agreement"]["down_payload"] == pytest.approx(1.0, abs=0.02)
             assert step["agreement"]["up_wire"] == pytest.approx(1.0, abs=0.02)
-    assert results["summary"]["upload_reduction"]["client_wire_per_run"] > 0
+    assert results["summary"]["upload"]["reduction"] > 0
+    assert "skipped" in results["meta"]  # the round-robin arm, with the reason
     assert set(results["capacity"]) == {"ws", "http_full"}
     assert "| target | goal | measured | met |" in stdout

@@ -55,9 +55,19 @@ def test_every_setting_has_a_flag_whose_help_shows_its_default_and_variable() ->
         action = by_dest[field.name]
         assert f"TETHER_BENCH_{field.name.upper()}" in (action.help or "")
     assert by_dest["concurrency"].option_strings == ["-c", "--concurrency"]
-    assert "(default 4;" in (by_dest["concurrency"].help or "")
-    assert "(default 1,5,10,20;" in (by_dest["tool_calls"].help or "")
+    assert "(default 8;" in (by_dest["concurrency"].help or "")
+    assert "(default 5,10,20;" in (by_dest["tool_calls"].help or "")
+    assert "(default ws:affinity,ws:affinity:plain,http_full:round-robin," in (by_dest["arms"].help or "")
     assert by_dest["pin"].option_strings == ["--no-pin"]
+
+
+def test_arms_and_kv_regimes_come_from_flags() -> None:
+    argv = ["bench", "--arms", "ws:affinity,http_full:round-robin", "--kv-budgets", "bounded"]
+    settings = settings_from_args(build_parser().parse_args([*argv, "--think-seconds", "2"]), {})
+    assert [a.name for a in settings.arm_list] == ["ws:affinity", "http_full:round-robin"]
+    assert (settings.kv_budgets, settings.think_seconds) == (("bounded",), 2.0)
+    with pytest.raises(BenchConfigError, match="arms"):
+        settings_from_args(build_parser().parse_args(["bench", "--arms", "ws:random"]), {})
 
 
 def test_flags_convert_like_the_variables_and_name_the_flag() -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from gpu_worker.wire.tokenizer import encode
 from loadtest.corpus import BYTES_PER_TOKEN, Corpus, fit
-from loadtest.workload import AgentRun, AgentShape, tool_output
+from loadtest.workload import AgentRun, AgentShape, check_mode, tool_output
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 TOOLS = ("grep", "read_file", "run_tests")
@@ -114,7 +114,7 @@ def test_runs_with_the_corpus_send_the_same_texts_in_every_mode(corpus: Corpus) 
     ]}  # fmt: skip
     outputs = []
     for mode, run_id in (("ws", "ws-a0-r0-1"), ("http_full", "full-a0-r0-2")):
-        run = AgentRun(mode, AgentShape(tool_calls=3, output_bytes=500, history_tokens=200), run_id,
+        run = AgentRun(check_mode(mode), AgentShape(tool_calls=3, output_bytes=500, history_tokens=200), run_id,
                        texts=corpus, content_key="a0-r0")  # fmt: skip
         first = run.next_body()
         message = first["input"][0]["content"][0]["text"]
