@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
+from api_box.core.compaction import parse_key
 from api_box.core.deflate import DeflatePolicy
 from api_box.core.protocol import HOSTED_TOOL_POLICIES, Limits
 from gpu_worker.client import ROUTINGS
@@ -80,6 +81,9 @@ class Settings:
     sealed_handoff: bool = True
     sealed_handoff_ttl_seconds: float = 60.0
     sealed_handoff_max_bytes: int = 16 * _MIB  # a bigger chain is not sealed (the client resends it)
+    # Compaction items (api_box/core/compaction.py) are sealed under this key: base64 of 32 bytes, the same
+    # on every box of a deployment. Empty: a random key per process, so an item opens only on its own box.
+    compaction_key: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         checks = {
@@ -125,12 +129,11 @@ class Settings:
             "write_behind_flush_seconds": self.write_behind_flush_seconds >= 0,
             "sealed_handoff_ttl_seconds": self.sealed_handoff_ttl_seconds >= 1,
             "sealed_handoff_max_bytes": self.sealed_handoff_max_bytes >= 1024,
+            "compaction_key": self.compaction_key == "" or _is_compaction_key(self.compaction_key),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(
-                f"invalid API box settings: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}"
-            )
+            raise ValueError(f"invalid API box settings: {', '.join(f'{n}={_shown(self, n)}' for n in bad)}")
 
     @property
     def limits(self) -> Limits:
@@ -167,6 +170,18 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (CLI flags over the environment); None values are ignored."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _shown(settings: Settings, name: str) -> str:
+    return "<not shown>" if name == "compaction_key" else repr(getattr(settings, name))
+
+
+def _is_compaction_key(text: str) -> bool:
+    try:
+        parse_key(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _deflate_fits(window_bits: int, max_connection_bytes: int) -> bool:

@@ -154,6 +154,20 @@ class ResponseEvents:
             events.append(self._lifecycle("response.in_progress", "in_progress"))
         return events
 
+    def compaction(self, encrypted_content: str, *, compacting_event: bool) -> list[Event]:
+        """The box compacted the input before generating (api_box/core/compaction.py): a `compaction`
+        output item, added then done, with `response.compaction.compacting` between them when the
+        transport has that event (WebSocket, SDK 3.63)."""
+        index = len(self._output)
+        item_id = self._new_id("cmp")
+        item = {"id": item_id, "type": "compaction", "encrypted_content": encrypted_content}
+        self._output.append(item)
+        events = [self._event("response.output_item.added", output_index=index, item=item)]
+        if compacting_event:
+            events.append(self._event("response.compaction.compacting", item_id=item_id, output_index=index))
+        events.append(self._event("response.output_item.done", output_index=index, item=item))
+        return events
+
     def text(self, delta: str) -> list[Event]:
         """An output text delta; opens an assistant message item when none is open."""
         events: list[Event] = []

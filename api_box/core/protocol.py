@@ -7,9 +7,11 @@ other exception escapes.
 
 Accepted input (every field and tool type, and whether it is honoured, echoed or ignored, is listed in
 docs/protocol.md): `input` as a string or a list of items — `message` (role user/assistant/system/
-developer; content a string or input_text/output_text parts), `function_call` (with its `namespace` when it
-called a namespaced function), `function_call_output`, `custom_tool_call`, `custom_tool_call_output`, and
-`reasoning` (accepted and skipped: Tether's models do not read reasoning items back).
+developer; content a string or input_text/output_text/input_image parts, an image becoming IMAGE_PLACEHOLDER
+until an engine declares vision), `function_call` (with its `namespace` when it called a namespaced
+function), `function_call_output`, `custom_tool_call`, `custom_tool_call_output`, `reasoning` (accepted and
+skipped: Tether's models do not read reasoning items back), and `compaction` (kept sealed as a
+CompactionRef; the shell expands it with api_box/core/compaction.py).
 
 Tools: `function` tools; `namespace` tools, whose function and custom tools are offered to the model as
 `<namespace>.<name>` (`FunctionTool.model_name`); `custom` (freeform) tools with their `format` (text, or a
@@ -25,7 +27,8 @@ Other fields: `instructions`; `store`; `previous_response_id`; `metadata`; `max_
 (echoed); `include`, `service_tier`, `prompt_cache_options` (kept); `stream_id`, the WebSocket lane
 (1-256 characters of [A-Za-z0-9_.-], rejected over HTTP). `stream` selects SSE over HTTP and is accepted
 and ignored over WebSocket; `background: true`, `conversation` and `prompt` are rejected.
-Other fields (client_metadata, stream_options, context_management, prompt_cache_retention, ...) are
+`context_management` compaction entries set `compact_threshold` (api_box/io/turns.py compacts a full-context
+input over it). Other fields (client_metadata, stream_options, prompt_cache_retention, ...) are
 accepted and ignored.
 """
 
@@ -64,6 +67,9 @@ _MAX_MODEL_NAME = 64  # what the worker accepts as a tool name (namespace + "." 
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _STREAM_ID = re.compile(r"[A-Za-z0-9_.-]{1,256}")
 _TEXT_PARTS: Final = frozenset({"input_text", "output_text", "text"})
+# What an input_image part becomes for a model without vision (counted: tether_box_input_images_total).
+IMAGE_PLACEHOLDER: Final = "[image omitted: this model does not accept images]"
+_IMAGE_DETAILS: Final = frozenset({"auto", "low", "high", "original"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +131,16 @@ class FunctionCallOutputItem:
 
 
 InputItem = MessageItem | FunctionCallItem | FunctionCallOutputItem
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionRef:
+    """A `compaction` input item, still sealed: the shell opens it (api_box/core/compaction.py) and puts
+    the items it holds in its place, before `input[index]` (`param` names it in errors)."""
+
+    index: int
+    encrypted_content: str
+    param: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +245,11 @@ class CreateRequest:
     max_tool_calls: int | None = None
     top_logprobs: int = 0
     prompt_cache_options: PromptCacheOptions | None = None
+    compactions: tuple[CompactionRef, ...] = ()  # sealed compaction items, expanded by the shell
+    # context_management [{"type": "compaction", "compact_threshold": N}]: compact a full-context input
+    # over N prompt tokens (0: over the model's default threshold); None: never.
+    compact_threshold: int | None = None
+    images_replaced: int = 0  # input_image parts replaced by IMAGE_PLACEHOLDER
 
     def tool_choice_json(self) -> str | dict[str, Any]:
         """tool_choice as it appears in a ResponseResource."""
@@ -323,9 +344,10 @@ def _parse(obj: Mapping[str, Any], limits: Limits, *, websocket: bool) -> Create
     text_format, verbosity = _text(obj.get("text"), limits)
     cache_options = _prompt_cache_options(obj.get("prompt_cache_options"), limits)
     prewarm = cache_options is not None and cache_options.prewarm
+    given = _input(obj.get("input"), limits)
     return CreateRequest(
         model=_model(obj, limits),
-        input=_input(obj.get("input"), limits),
+        input=given.items,
         instructions=_opt_str(obj, "instructions", limits.max_text_chars),
         tools=tools.offered,
         tool_choice=choice.name,
@@ -354,6 +376,9 @@ def _parse(obj: Mapping[str, Any], limits: Limits, *, websocket: bool) -> Create
         max_tool_calls=_opt_int(obj, "max_tool_calls", 0, 1_000_000),
         top_logprobs=_opt_int(obj, "top_logprobs", 0, 20) or 0,
         prompt_cache_options=cache_options,
+        compactions=given.compactions,
+        compact_threshold=_context_management(obj.get("context_management")),
+        images_replaced=given.images,
     )
 
 
@@ -762,17 +787,68 @@ def _named_tool(value: Mapping[str, Any], kind: str, offered: Sequence[FunctionT
     return matches[0]
 
 
-def _input(value: object, limits: Limits) -> tuple[InputItem, ...]:
+def _context_management(value: object) -> int | None:
+    """The compaction threshold of context_management (0: the model's default), None without one."""
     if value is None:
-        return ()
+        return None
+    if not isinstance(value, list):
+        raise InvalidType(
+            "Invalid type for 'context_management': expected an array.", param="context_management"
+        )
+    threshold: int | None = None
+    for i, entry in enumerate(value):
+        param = f"context_management[{i}]"
+        if not isinstance(entry, dict):
+            raise InvalidType(f"Invalid type for '{param}': expected an object.", param=param)
+        if entry.get("type") != "compaction":
+            raise InvalidValue(f"'{param}.type' must be 'compaction'.", param=f"{param}.type")
+        given = entry.get("compact_threshold")
+        if given is not None and (isinstance(given, bool) or not isinstance(given, int) or given < 1):
+            raise InvalidValue(
+                f"'{param}.compact_threshold' must be a positive integer.", param=f"{param}.compact_threshold"
+            )
+        threshold = given or 0
+    return threshold
+
+
+@dataclass(frozen=True, slots=True)
+class _Input:
+    items: tuple[InputItem, ...] = ()
+    compactions: tuple[CompactionRef, ...] = ()
+    images: int = 0
+
+
+def _input(value: object, limits: Limits) -> _Input:
+    if value is None:
+        return _Input()
     if isinstance(value, str):
-        return (MessageItem("user", _str(value, "input", limits.max_text_chars)),)
+        return _Input((MessageItem("user", _str(value, "input", limits.max_text_chars)),))
     if not isinstance(value, list):
         raise InvalidType("Invalid type for 'input': expected a string or an array of items.", param="input")
     if len(value) > limits.max_items:
         raise TooManyItems(f"'input' may hold at most {limits.max_items} items.", param="input")
-    items = (_item(raw, f"input[{i}]", limits) for i, raw in enumerate(value))
-    return tuple(item for item in items if item is not None)
+    items: list[InputItem] = []
+    compactions: list[CompactionRef] = []
+    for i, raw in enumerate(value):
+        param = f"input[{i}]"
+        if isinstance(raw, dict) and raw.get("type") == "compaction":
+            content = _required_str(raw, "encrypted_content", param, limits.max_text_chars)
+            compactions.append(CompactionRef(len(items), content, param))
+            continue
+        item = _item(raw, param, limits)
+        if item is not None:
+            items.append(item)
+    return _Input(tuple(items), tuple(compactions), sum(_image_parts(raw) for raw in value))
+
+
+def _image_parts(raw: object) -> int:
+    """input_image parts of one input item (message content or tool output), already validated."""
+    if not isinstance(raw, dict):
+        return 0
+    parts = raw.get("content") if raw.get("type", "message") == "message" else raw.get("output")
+    if not isinstance(parts, list):
+        return 0
+    return sum(1 for part in parts if isinstance(part, dict) and part.get("type") == "input_image")
 
 
 def _item(raw: object, param: str, limits: Limits) -> InputItem | None:
@@ -833,9 +909,12 @@ def _content(value: object, param: str, limits: Limits) -> str:
         if not isinstance(part, dict):
             raise InvalidType(f"Invalid type for '{part_param}': expected an object.", param=part_param)
         kind = part.get("type")
+        if kind == "input_image":
+            texts.append(_image(part, part_param, limits))
+            continue
         if kind not in _TEXT_PARTS:
             raise UnsupportedParameter(
-                f"Unsupported content part type {_short(kind)}; only text parts are supported.",
+                f"Unsupported content part type {_short(kind)}; only text and image parts are supported.",
                 param=f"{part_param}.type",
             )
         texts.append(_required_str(part, "text", part_param, limits.max_text_chars))
@@ -843,6 +922,28 @@ def _content(value: object, param: str, limits: Limits) -> str:
     if len(text) > limits.max_text_chars:
         raise StringTooLong(f"'{param}' is longer than {limits.max_text_chars} characters.", param=param)
     return text
+
+
+def _image(part: Mapping[str, Any], param: str, limits: Limits) -> str:
+    """An input_image part (an image_url, http(s) or data: URL, or a file_id), validated; what the model
+    reads in its place. No engine declares vision yet, so it is the placeholder (docs/protocol.md)."""
+    url = _opt_str(part, "image_url", limits.max_text_chars)
+    file_id = _opt_str(part, "file_id", limits.max_id_chars)
+    if url is None and file_id is None:
+        raise MissingParameter(
+            f"Missing required parameter: '{param}.image_url' (or '{param}.file_id').",
+            param=f"{param}.image_url",
+        )
+    if url is not None and not url.startswith(("https://", "http://", "data:image/")):
+        raise InvalidValue(
+            f"'{param}.image_url' must be an http(s) URL or a data:image/ URL.", param=f"{param}.image_url"
+        )
+    detail = part.get("detail")
+    if detail is not None and detail not in _IMAGE_DETAILS:
+        raise InvalidValue(
+            f"'{param}.detail' must be one of {', '.join(sorted(_IMAGE_DETAILS))}.", param=f"{param}.detail"
+        )
+    return IMAGE_PLACEHOLDER
 
 
 def item_json(item: InputItem, item_id: str) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from api_box.core.errors import (
     WebSocketUnavailable,
 )
 from api_box.core.events import Event, Usage
-from api_box.core.protocol import CreateRequest, item_json, parse_create
+from api_box.core.protocol import CreateRequest, parse_create
 from api_box.core.sealed import HANDOFF_KEY_HEADER, derive, parse_handoff_key
 from api_box.core.store import ResponseRecord
 from api_box.io.errors import ClientGone, http_error_response
@@ -256,22 +256,30 @@ async def _stored(request: web.Request, state: BoxState) -> ResponseRecord:
 
 
 async def compact_post(request: web.Request) -> web.StreamResponse:
-    """POST /v1/responses/compact: see api_box/core/compaction.py."""
+    """POST /v1/responses/compact: one `compaction` item holding the compacted window, sealed for this
+    tenant (api_box/core/compaction.py); compaction items in the input are opened first."""
     state = request.app[STATE]
-    create = parse_create(await _read_body(request, state), state.settings.limits, websocket=False)
-    if create.previous_response_id is not None:
+    tenant = request[TENANT]
+    parsed = parse_create(await _read_body(request, state), state.settings.limits, websocket=False)
+    if parsed.previous_response_id is not None:
         raise UnsupportedParameter(
             "compact takes the items to compact as 'input'; previous_response_id is not supported.",
             param="previous_response_id",
         )
-    output = compact_items(create.input)
-    usage = Usage(input_tokens=len(render_items(create.input)), output_tokens=len(render_items(output)))
+    create = state.runner.open_compactions(parsed, tenant)
+    kept = compact_items(create.input)
+    usage = Usage(input_tokens=len(render_items(create.input)), output_tokens=len(render_items(kept)))
+    item = {
+        "id": new_id("cmp"),
+        "type": "compaction",
+        "encrypted_content": state.runner.seal_compaction(kept, tenant),
+    }
     return _json(
         state,
         {
             "id": new_id("resp"),
             "object": "response.compaction",
-            "output": [item_json(item, item.item_id or new_id("msg")) for item in output],
+            "output": [item],
             "created_at": int(time.time()),
             "usage": usage.to_json(),
         },

@@ -22,8 +22,9 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import orjson
@@ -39,10 +40,31 @@ from api_box.core.chain import (
     commit_turn,
     render_items,
 )
-from api_box.core.errors import BoxError, MissingParameter, ModelNotFound, PreviousResponseNotFound
+from api_box.core.compaction import (
+    NONCE_BYTES,
+    aead_key,
+    compact_for_turn,
+    expand,
+    open_items,
+    parse_key,
+    seal_items,
+)
+from api_box.core.errors import (
+    BoxError,
+    MissingParameter,
+    ModelNotFound,
+    PreviousResponseNotFound,
+    RequestError,
+)
 from api_box.core.events import Event, ResponseEvents, Usage, response_template
 from api_box.core.handoff import record_from_snapshot, turn_record
-from api_box.core.protocol import CreateRequest, FunctionCallItem, FunctionCallOutputItem, item_json
+from api_box.core.protocol import (
+    CreateRequest,
+    FunctionCallItem,
+    FunctionCallOutputItem,
+    InputItem,
+    item_json,
+)
 from api_box.core.session import ConnectionSession, TurnOutcome
 from api_box.core.store import ResponseRecord, SessionStore
 from api_box.io.cold_store import ColdStore
@@ -59,7 +81,7 @@ from gpu_worker.client import (
     ToolSpec,
     WorkerPool,
 )
-from gpu_worker.wire.chat import renderer_for
+from gpu_worker.wire.chat import Renderer, renderer_for
 from gpu_worker.wire.model import ModelDescription, tether_description
 
 _LOG = logging.getLogger("api_box.turns")
@@ -105,6 +127,7 @@ class _Turn:
     received_at: float
     context_bytes: int
     stateless: bool  # HTTP full context: nothing is kept and the worker gets no cache key
+    compaction: str | None = None  # the input was compacted (context_management): the item's content
 
 
 class _Timing:
@@ -152,6 +175,35 @@ class TurnRunner:
         self.wall = wall
         self.headers = HeaderCache()
         self._tool_specs: dict[bytes, tuple[ToolSpec, ...]] = {}
+        if not settings.compaction_key:
+            _LOG.info("compaction items are sealed under a key of this process (no compaction_key set)")
+        secret = parse_key(settings.compaction_key) if settings.compaction_key else secrets.token_bytes(32)
+        self.compaction_key = aead_key(secret)
+
+    def open_compactions(self, create: CreateRequest, tenant: str) -> CreateRequest:
+        """The request with its compaction items replaced by the messages they hold (a RequestError when
+        one does not open); its images and compaction items are counted."""
+        if create.images_replaced:
+            self.metrics.input_images.labels("placeholder").inc(create.images_replaced)
+        if not create.compactions:
+            return create
+        opener = partial(
+            open_items, tenant=tenant, key=self.compaction_key, max_bytes=self.settings.max_body_bytes
+        )
+        try:
+            expanded = expand(create, opener, self.settings.limits)
+        except RequestError:
+            self.metrics.compactions.labels("rejected").inc()
+            raise
+        self.metrics.compactions.labels("expanded").inc(len(create.compactions))
+        return expanded
+
+    def seal_compaction(self, items: Sequence[InputItem], tenant: str) -> str:
+        """The encrypted_content of a compaction item holding `items` for `tenant`."""
+        self.metrics.compactions.labels("made").inc()
+        return seal_items(
+            items, tenant=tenant, key=self.compaction_key, nonce=secrets.token_bytes(NONCE_BYTES)
+        )
 
     # ------------------------------------------------------------------------------------- lookups
     async def find(
@@ -228,6 +280,7 @@ class TurnRunner:
         local: ConnectionSession | None = None,
     ) -> TurnResult:
         """Run one response; raises the RequestError that refuses it before it is created."""
+        create = self.open_compactions(create, tenant)
         base = None
         if create.previous_response_id is not None:
             base = await self.find(tenant, create.previous_response_id, local)
@@ -240,10 +293,13 @@ class TurnRunner:
             renderer_key=model.fingerprint + renderer.format,
         )
         stateless = mode != "ws" and not create.store and base is None
-        rendered = None
+        rendered: Sequence[int] | None = None
         if request_bytes > _RENDER_IN_THREAD_BYTES:
             # Tokenizing megabytes takes a while: keep the event loop serving the other connections.
             rendered = await asyncio.to_thread(render_items, create.input, renderer)
+        compaction = None
+        if create.compact_threshold is not None and base is None:
+            create, compaction, rendered = self._compact(create, tenant, model, header, renderer, rendered)
         pending = begin_turn(
             base.ref if base is not None else None,
             header,
@@ -272,12 +328,34 @@ class TurnRunner:
             received_at=received_at,
             context_bytes=context_bytes,
             stateless=stateless,
+            compaction=compaction,
         )
         token = RESPONSE_ID.set(turn.response_id)  # every log line of this turn names its response
         try:
             return await self._respond(turn)
         finally:
             RESPONSE_ID.reset(token)
+
+    def _compact(
+        self,
+        create: CreateRequest,
+        tenant: str,
+        model: ModelDescription,
+        header: Header,
+        renderer: Renderer,
+        rendered: Sequence[int] | None,
+    ) -> tuple[CreateRequest, str | None, Sequence[int] | None]:
+        """context_management: a full-context input whose prompt is over the threshold (by default 4/5 of
+        the model's context) is compacted before it becomes a chain (compact_for_turn); returns the request
+        to run, the compaction item's content (None: not compacted) and the input's tokens when known."""
+        threshold = create.compact_threshold or model.context_length * 4 // 5
+        tokens = rendered if rendered is not None else render_items(create.input, renderer)
+        if len(header.tokens) + len(tokens) <= threshold:
+            return create, None, tokens
+        window = compact_for_turn(create.input)
+        if len(window) == len(create.input):
+            return create, None, tokens  # nothing to leave out: the turn runs as sent
+        return replace(create, input=tuple(window)), self.seal_compaction(window, tenant), None
 
     async def _respond(self, turn: _Turn) -> TurnResult:
         template = response_template(turn.create, response_id=turn.response_id, created_at=int(self.wall()))
@@ -338,6 +416,9 @@ class TurnRunner:
         emit = turn.emit
         for event in events.start(in_progress=request.generate):
             await emit(event)
+        if turn.compaction is not None:
+            for event in events.compaction(turn.compaction, compacting_event=turn.mode == "ws"):
+                await emit(event)
         timing = _Timing(self.metrics, turn.mode, turn.received_at, self.clock)
         stream = self.pool.generate(request)
         done: Done | None = None

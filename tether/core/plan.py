@@ -6,6 +6,8 @@ shutdown runs in the reverse order so that boxes can drain through live workers 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -91,9 +93,18 @@ def box_plan(
     args += ("--worker-routing", spec.worker_routing)
     env, defaults = _service_env(spec, "box")
     defaults += ((ENV_PREFIXES["box"] + "MODELS", f"tether-{spec.engine}"),)  # what GET /v1/models lists
+    # Every box seals and opens compaction items under one key (a default: the user's own setting wins).
+    defaults += ((ENV_PREFIXES["box"] + "COMPACTION_KEY", compaction_key(spec)),)
     if redis_url:
         env += ((BOX_REDIS_URL_ENV, redis_url),)
     return ChildPlan(box_name(index), "box", args, env, defaults)
+
+
+def compaction_key(spec: ClusterSpec) -> str:
+    """The boxes' shared compaction key, derived from the cluster's API key: stable across restarts of a
+    box, and only as secret as that key (a local cluster's; a deployment sets its own, docs/protocol.md)."""
+    digest = hashlib.blake2b(spec.api_key.encode(), digest_size=32, person=b"tether-up-cmp").digest()
+    return base64.b64encode(digest).decode()
 
 
 def router_plan(spec: ClusterSpec, boxes: Sequence[tuple[str, str]], port: int | None = None) -> ChildPlan:

@@ -34,6 +34,11 @@ suffix ("-api-box-headless", 17 characters) still fits the 63-character DNS labe
 {{- default (printf "%s-api-keys" (include "tether.fullname" .)) .Values.apiKeys.existingSecret -}}
 {{- end -}}
 
+{{/* The Secret holding the key every api box seals compaction items under (docs/protocol.md). */}}
+{{- define "tether.compactionKey.secretName" -}}
+{{- default (printf "%s-compaction-key" (include "tether.fullname" .)) .Values.apiBox.compactionKey.existingSecret -}}
+{{- end -}}
+
 {{/* Labels: Kubernetes recommended labels plus the component. Call with (dict "ctx" $ "component" "router"). */}}
 {{- define "tether.labels" -}}
 helm.sh/chart: {{ include "tether.chart" .ctx }}

@@ -100,3 +100,10 @@ def test_worker_routing_comes_from_the_environment_or_the_flag() -> None:
         Settings.from_env({"TETHER_BOX_WORKER_ROUTING": "random"})
     with pytest.raises(SystemExit):
         settings_from(["--worker-routing", "random"], {})
+
+
+def test_a_bad_compaction_key_fails_without_being_shown() -> None:
+    with pytest.raises(ValueError, match="compaction_key=<not shown>") as bad:
+        Settings.from_env({"TETHER_BOX_COMPACTION_KEY": "secret-but-short"})
+    assert "secret-but-short" not in str(bad.value)
+    assert "secret" not in repr(Settings(compaction_key="A" * 43))

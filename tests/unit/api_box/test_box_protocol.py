@@ -138,9 +138,24 @@ def test_null_previous_response_id_starts_a_new_chain() -> None:
         (ws(input=[{"role": "robot", "content": "x"}]), errors.InvalidValue, "input[0].role"),
         (ws(input=[{"role": "user"}]), errors.MissingParameter, "input[0].content"),
         (
-            ws(input=[{"role": "user", "content": [{"type": "input_image", "image_url": "u"}]}]),
+            ws(input=[{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]),
             errors.UnsupportedParameter,
             "input[0].content[0].type",
+        ),
+        (
+            ws(input=[{"role": "user", "content": [{"type": "input_image", "image_url": "u"}]}]),
+            errors.InvalidValue,
+            "input[0].content[0].image_url",
+        ),
+        (
+            ws(input=[{"role": "user", "content": [{"type": "input_image", "detail": "low"}]}]),
+            errors.MissingParameter,
+            "input[0].content[0].image_url",
+        ),
+        (
+            ws(input=[{"type": "compaction"}]),
+            errors.MissingParameter,
+            "input[0].encrypted_content",
         ),
         (
             ws(input=[{"type": "function_call", "name": "f", "arguments": "{}"}]),

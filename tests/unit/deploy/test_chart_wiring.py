@@ -4,6 +4,7 @@ follow the components' contracts, and the NetworkPolicies allow exactly client â
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -251,9 +252,13 @@ def test_api_box_gets_its_pod_name_as_box_id_and_the_keys_file(rendered: Rendere
     assert f"{mount['mountPath']}/{item['path']}" == flag(c, "api-keys-file")
 
 
+def _keys_secret(rendered: Rendered) -> dict[str, Any]:
+    return next(s for s in rendered.of_kind("Secret") if s["metadata"]["name"].endswith("-api-keys"))
+
+
 def test_keys_secret_is_a_keys_file_the_api_box_reads() -> None:
     keys = [{"key": "k-aaaaaaaa", "tenant": "team-a"}, {"key": "sha256:" + "ab" * 32, "tenant": "team-b"}]
-    (secret,) = render_values({"apiKeys": {"keys": keys}}).of_kind("Secret")
+    secret = _keys_secret(render_values({"apiKeys": {"keys": keys}}))
     assert parse_keys_file(secret["stringData"]["keys"]) == {
         hash_key("k-aaaaaaaa"): "team-a",
         "ab" * 32: "team-b",
@@ -317,7 +322,7 @@ def test_smoke_test_goes_through_the_router_service() -> None:
         == f"http://{svc['metadata']['name']}.{NAMESPACE}.svc.cluster.local:{port}/v1"
     )
     assert env["TETHER_SMOKE_SESSION_HEADER"] == "session-id"  # the first header the router routes on
-    tenants = parse_keys_file(r.of_kind("Secret")[0]["stringData"]["keys"])
+    tenants = parse_keys_file(_keys_secret(r)["stringData"]["keys"])
     assert hash_key(env["TETHER_SMOKE_API_KEY"]) in tenants
 
 
@@ -470,10 +475,24 @@ def test_websocket_deflate_is_wired_to_the_box_settings() -> None:
 
 def test_worker_routing_is_wired_to_the_box_settings() -> None:
     (box,) = containers(render_values({}).workload("api-box"))
-    env = {e["name"]: e.get("value") for e in box["env"]}
+    env = {e["name"]: e["value"] for e in box["env"] if "value" in e}
     assert BoxSettings.from_env(env).worker_routing == "affinity"
     (box,) = containers(render_values({"apiBox": {"workerRouting": "round-robin"}}).workload("api-box"))
     env = {e["name"]: e.get("value") for e in box["env"] if e["name"] == "TETHER_BOX_WORKER_ROUTING"}
     assert BoxSettings.from_env(env).worker_routing == "round-robin"
     with pytest.raises(HelmError, match="workerRouting"):
         render_values({"apiBox": {"workerRouting": "random"}})
+
+
+def test_the_boxes_share_a_compaction_key_from_a_secret() -> None:
+    r = render()
+    (box,) = containers(r.workload("api-box"))
+    (ref,) = [e["valueFrom"]["secretKeyRef"] for e in box["env"] if e["name"] == "TETHER_BOX_COMPACTION_KEY"]
+    secret = r.get("Secret", ref["name"])
+    key = base64.b64decode(secret["data"][ref["key"]]).decode()
+    assert BoxSettings(compaction_key=key).compaction_key == key  # base64 of 32 bytes
+    theirs = render_values({"apiBox": {"compactionKey": {"existingSecret": "mine", "secretKey": "k"}}})
+    (box,) = containers(theirs.workload("api-box"))
+    (ref,) = [e["valueFrom"]["secretKeyRef"] for e in box["env"] if e["name"] == "TETHER_BOX_COMPACTION_KEY"]
+    assert ref == {"name": "mine", "key": "k"}
+    assert not [s for s in theirs.of_kind("Secret") if s["metadata"]["name"].endswith("-compaction-key")]

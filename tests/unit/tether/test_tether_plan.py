@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from api_box.config import Settings
 from tether.config import ClusterSpec
 from tether.core.plan import (
     BOX_REDIS_URL_ENV,
     box_plan,
+    compaction_key,
     readiness_url,
     redis_plan,
     router_plan,
@@ -78,7 +80,11 @@ def test_services_log_in_the_launchers_format_and_drain_within_its_grace() -> No
     assert formats[2]["TETHER_ROUTER_LOG_FORMAT"] == "json"
     assert [dict(p.env_defaults) for p in plans] == [
         {"TETHER_WORKER_DRAIN_SECONDS": "10"},
-        {"TETHER_BOX_SHUTDOWN_GRACE_SECONDS": "10", "TETHER_BOX_MODELS": "tether-sim"},
+        {
+            "TETHER_BOX_SHUTDOWN_GRACE_SECONDS": "10",
+            "TETHER_BOX_MODELS": "tether-sim",
+            "TETHER_BOX_COMPACTION_KEY": compaction_key(spec),
+        },
         {"TETHER_ROUTER_DRAIN_TIMEOUT": "10"},
     ]
 
@@ -97,3 +103,14 @@ def test_boxes_get_the_clusters_worker_routing() -> None:
     assert _flag(box_plan(ClusterSpec(), 0, ["w:1"], None).args, "--worker-routing") == "affinity"
     spec = ClusterSpec(worker_routing="round-robin")
     assert _flag(box_plan(spec, 1, ["w:1", "w:2"], None).args, "--worker-routing") == "round-robin"
+
+
+def test_every_box_gets_the_same_compaction_key_unless_the_environment_names_one() -> None:
+    spec = ClusterSpec(api_key="k1")
+    keys = {
+        dict(box_plan(spec, i, ["w:1"], None).env_defaults)["TETHER_BOX_COMPACTION_KEY"] for i in range(3)
+    }
+    (key,) = keys
+    assert Settings(compaction_key=key).compaction_key == key  # a valid key
+    other = dict(box_plan(ClusterSpec(api_key="k2"), 0, ["w:1"], None).env_defaults)
+    assert other["TETHER_BOX_COMPACTION_KEY"] != key
