@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--kv-budget-tokens", type=int, help=f"tokens of chains held (default {d.kv_budget_tokens})"
     )
     parser.add_argument(
+        "--retained-share",
+        type=float,
+        help=f"share of the KV budget that retained chains may hold, 0..1 (default {d.retained_share})",
+    )
+    parser.add_argument(
         "--speed", type=float, help="sim time scale: 1 = calibrated H100 timing, 0 = no delays"
     )
     parser.add_argument(
@@ -132,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             engine=args.engine,
             model_path=args.model_path,
             kv_budget_tokens=args.kv_budget_tokens,
+            retained_share=args.retained_share,
             speed=args.speed,
             drain_seconds=args.drain_seconds,
             log_format=args.log_format,

@@ -11,6 +11,8 @@ Environment (all optional; a bad value fails start-up with the variable's name):
     TETHER_WORKER_MODEL_PATH                    (none)      torch: a Hugging Face directory or a .gguf file;
                                                             vllm (required): a directory or a model name
     TETHER_WORKER_KV_BUDGET_TOKENS              400000      tokens of chains held (LRU beyond)
+    TETHER_WORKER_RETAINED_SHARE                0.5         share of the budget retained chains may hold
+    TETHER_WORKER_MAX_RETAIN_SECONDS            43200       retain_seconds cap (INVALID_ARGUMENT beyond)
     TETHER_WORKER_SPEED                         1.0         sim time scale (0: no delays)
     TETHER_WORKER_LOG_FORMAT                    text        text | json
     TETHER_WORKER_LOG_LEVEL                     INFO
@@ -65,6 +67,8 @@ class WorkerSettings:
     model_name: str = "tether-sim"  # the name the sim and dummy weights answer to (DescribeModel)
     model_path: str = ""  # torch: a checkpoint, empty: dummy weights; vllm: the model (directory or name)
     kv_budget_tokens: int = 400_000
+    # Retained chains (prompt_cache_options.ttl) may hold at most this share of kv_budget_tokens.
+    retained_share: float = 0.5
     speed: float = 1.0
     log_format: str = "text"
     log_level: str = "INFO"
@@ -86,6 +90,10 @@ class WorkerSettings:
             ),
             (bool(self.model_path) or self.engine != "vllm", "the vllm engine needs a model path"),
             (self.kv_budget_tokens > 0, "kv_budget_tokens must be > 0"),
+            (
+                math.isfinite(self.retained_share) and 0 <= self.retained_share <= 1,
+                "retained_share must be within 0..1",
+            ),
             (math.isfinite(self.speed) and self.speed >= 0, "speed must be a finite number >= 0"),
             (self.log_format in LOG_FORMATS, f"log_format must be one of {', '.join(LOG_FORMATS)}"),
             (self.drain_seconds >= 0, "drain_seconds must be >= 0"),
@@ -163,6 +171,8 @@ _ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "MODEL_NAME": ("", "model_name", _text),
     "MODEL_PATH": ("", "model_path", _text),
     "KV_BUDGET_TOKENS": ("", "kv_budget_tokens", _int),
+    "RETAINED_SHARE": ("", "retained_share", _float),
+    "MAX_RETAIN_SECONDS": ("limits", "max_retain_seconds", _int),
     "SPEED": ("", "speed", _float),
     "LOG_FORMAT": ("", "log_format", _lower),
     "LOG_LEVEL": ("", "log_level", str.upper),

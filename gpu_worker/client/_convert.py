@@ -39,6 +39,7 @@ def request_to_pb(req: GenerationRequest, *, full: bool) -> pb.GenerateRequest:
         top_p=req.top_p,
         generate=req.generate,
         tokenizer_fingerprint=req.tokenizer_fingerprint,
+        retain_seconds=req.retain_seconds,
     )
 
 
@@ -69,5 +70,6 @@ def event_from_pb(msg: pb.GenerateEvent, worker: str) -> WorkerEvent | None:
             chain_len=d.chain_len,
             chain_digest=bytes(d.chain_digest),
             worker=worker,
+            retained_seconds=d.retained_seconds,
         )
     return None

@@ -60,6 +60,9 @@ class GenerationRequest:
     # Hash key for requests without a cache_key (HTTP full-context mode). None: the chain's first
     # 64-token block, so the turns of one conversation meet the same worker's prefix cache.
     routing_key: str | None = None
+    # Keep the chain this call commits ahead of unretained chains when the worker evicts, this long
+    # (prompt_cache_options.ttl); 0: plain LRU. The worker grants it within its retained share.
+    retain_seconds: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,7 @@ class Done:
     chain_len: int
     chain_digest: bytes
     worker: str
+    retained_seconds: int = 0  # how long the worker keeps the chain retained (0: not retained)
 
 
 WorkerEvent = Prefill | TextDelta | CallStart | CallDelta | Done

@@ -35,10 +35,13 @@ class Limits:
     max_metadata_entries: int = 32
     max_metadata_bytes: int = 4096
     max_id_bytes: int = 256  # request_id and cache_key
+    max_retain_seconds: int = 43_200  # retain_seconds (12 h: the longest prompt_cache_options.ttl)
 
     def __post_init__(self) -> None:
         if min(self.max_prompt_tokens, self.max_output_tokens, self.default_max_output_tokens) < 1:
             raise ValueError("token limits must be >= 1")
+        if self.max_retain_seconds < 0:
+            raise ValueError("max_retain_seconds must be >= 0")
         if self.default_max_output_tokens > self.max_output_tokens:
             raise ValueError("default_max_output_tokens exceeds max_output_tokens")
 
@@ -63,6 +66,7 @@ class WorkRequest:
     generate: bool = True
     tokenizer_fingerprint: str = ""  # "" = not checked
     top_p: float = 0.0  # 0 = 1.0 (off)
+    retain_seconds: int = 0  # keep the committed chain ahead of unretained ones this long (0: LRU)
 
     @property
     def prompt_len(self) -> int:
@@ -91,6 +95,10 @@ def validate(req: WorkRequest, limits: Limits, model: ModelDescription) -> WorkR
     _check_tools(req.tools, limits)
     choice = _check_tool_choice(req.tool_choice or "auto", req.tools)
     _check_metadata(req.metadata, limits)
+    if req.retain_seconds > limits.max_retain_seconds:
+        raise InvalidRequest(
+            f"retain_seconds={req.retain_seconds} exceeds the limit {limits.max_retain_seconds}"
+        )
     return replace(req, max_output_tokens=max_output, tool_choice=choice, top_p=req.top_p or 1.0)
 
 

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from gpu_worker.config import SettingsError, WorkerSettings
 from gpu_worker.core.cache import ChainCache
+from gpu_worker.core.errors import WorkerError
 from gpu_worker.engines.base import Engine
 from gpu_worker.server.metrics import WorkerMetrics
 from gpu_worker.server.service import WorkerService
@@ -97,6 +98,15 @@ def _names(settings: WorkerSettings) -> tuple[str, ...]:
     return () if settings.model_name == WorkerSettings().model_name else (settings.model_name,)
 
 
+def _kv_bytes_per_token(engine: Engine) -> int:
+    """Bytes of KV one token takes in the engine (the torch engine reports it; 0: no real KV, the sim)."""
+    stats = getattr(engine, "stats", None)
+    try:
+        return int(stats().kv.bytes_per_token) if stats is not None else 0
+    except (AttributeError, TypeError, WorkerError):
+        return 0
+
+
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
@@ -114,7 +124,7 @@ class WorkerServer:
         register_engine_metrics = getattr(engine, "register_metrics", None)
         if register_engine_metrics is not None:  # an engine with series of its own (vLLM's)
             register_engine_metrics(self.registry)
-        self.cache = ChainCache(settings.kv_budget_tokens)
+        self.cache = ChainCache(settings.kv_budget_tokens, retained_share=settings.retained_share)
         self.service = WorkerService(
             engine, self.cache, self.metrics, limits=settings.limits, agent=settings.agent
         )
@@ -144,6 +154,7 @@ class WorkerServer:
                 context_length=self.settings.limits.max_prompt_tokens,
             )
         )
+        self.service.kv_bytes_per_token = _kv_bytes_per_token(self.engine)
         server = grpc.aio.server(
             options=server_options(self.settings), maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs
         )
@@ -181,6 +192,7 @@ class WorkerServer:
         self.metrics_url = f"http://{_address(self.settings.host, port)}/metrics"
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:
+        self.service.refresh_gauges()  # retention marks expire with time, not only at commits
         return web.Response(
             body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )

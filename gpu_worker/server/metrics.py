@@ -74,6 +74,32 @@ class WorkerMetrics:
             "Tokens evicted under the budget.",
             registry=registry,
         )
+        self.retained_tokens = Gauge(
+            "tether_worker_kv_cache_retained_tokens",
+            "Tokens of chains whose retention (prompt_cache_options.ttl) has not expired.",
+            registry=registry,
+        )
+        self.retained_bytes = Gauge(
+            "tether_worker_kv_cache_retained_bytes",
+            "KV bytes of retained chains: retained tokens x the engine's KV bytes per token (0: the sim).",
+            registry=registry,
+        )
+        self.retained_budget = Gauge(
+            "tether_worker_kv_cache_retained_budget_tokens",
+            "Most tokens retained chains may hold (the retained share of the budget).",
+            registry=registry,
+        )
+        self.retained_evictions = Counter(
+            "tether_worker_kv_cache_retained_evictions_total",
+            "Retained chains evicted before their retention expired (no unretained chain was left).",
+            registry=registry,
+        )
+        self.retention_requests = Counter(
+            "tether_worker_retention_requests_total",
+            "Commits that asked for retention, by result (granted, or denied: beyond the share).",
+            ["result"],
+            registry=registry,
+        )
         self.running = Gauge(
             "tether_worker_running_sequences", "Sequences in the running batch.", registry=registry
         )
@@ -94,5 +120,7 @@ class WorkerMetrics:
             self.prefill_tokens.labels(kind=kind)
         for result in ("hit", "miss"):
             self.prefix_lookups.labels(result=result)
+        for result in ("granted", "denied"):
+            self.retention_requests.labels(result=result)
         for reason in ("unknown_cache_key", "length_mismatch", "digest_mismatch"):
             self.precondition_failures.labels(reason=reason)

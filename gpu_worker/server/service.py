@@ -2,10 +2,12 @@
 
 Per request: validate (core/validation.py) → resolve the prompt against the cache (a delta must build
 on exactly the held prefix; a full chain reuses the longest held prefix) → run the engine → on Finished,
-commit prompt + output as the chain's new entry and evict under the budget. The chain entry changes only
-at that commit, so a cancelled or failed request leaves it as it was; only an engine failure (the engine's
-state is unknown) drops it. A prefix the engine turns out not to hold (it raised PreconditionFailed for
-its `reuse_from`) is forgotten and the job rerun once from scratch, before any event went out.
+commit prompt + output as the chain's new entry, marked retained when the request asked for it
+(`retain_seconds`, within the cache's retained share), and evict under the budget. The chain entry
+changes only at that commit, so a cancelled or failed request leaves it as it was; only an engine failure
+(the engine's state is unknown) drops it. A prefix the engine turns out not to hold (it raised
+PreconditionFailed for its `reuse_from`) is forgotten and the job rerun once from scratch, before any
+event went out.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class _Plan:
     prompt: array[int]
     digest: ChainDigest  # of the prompt; extended with the output at commit
     keyless: bool
+    retain_seconds: int = 0
 
 
 @dataclass(slots=True)
@@ -96,6 +99,8 @@ class WorkerService:
         self.description = tether_description(
             ("tether-sim",), engine=engine.name, context_length=self.limits.max_prompt_tokens
         )
+        self.kv_bytes_per_token = 0  # the engine's, once started (0: no real KV); for retained bytes
+        self.metrics.retained_budget.set(cache.retained_budget)
         self.draining = False
         self._active = 0
         self._idle = asyncio.Event()
@@ -162,7 +167,8 @@ class WorkerService:
             reuse = self.cache.best_prefix(req.cache_key or None, prompt, digest.block_hashes)
             if not req.cache_key:
                 self.metrics.prefix_lookups.labels(result="hit" if reuse.length else "miss").inc()
-        self.cache.check_fits(len(prompt) + req.max_output_tokens)
+        # A warm-up (generate: false) holds only its prompt.
+        self.cache.check_fits(len(prompt) + (req.max_output_tokens if req.generate else 0))
         # A generation needs the logits of the last prompt token, so at least that one is computed.
         reuse_len = min(reuse.length, len(prompt) - 1) if req.generate else reuse.length
         job = GenerationJob(
@@ -181,7 +187,7 @@ class WorkerService:
             top_p=req.top_p,
             generate=req.generate,
         )
-        return _Plan(job, prompt, digest, keyless=not req.cache_key)
+        return _Plan(job, prompt, digest, keyless=not req.cache_key, retain_seconds=req.retain_seconds)
 
     def _anonymous_key(self, digest: ChainDigest) -> str:
         # Derived from the prompt, so a replayed keyless run gets the same agent decisions; made unique
@@ -289,7 +295,13 @@ class WorkerService:
         plan.digest.extend(output)
         self._unpin(flight)  # before the commit: a superseded anonymous source must not be pinned
         supersedes = job.reuse_from if plan.keyless else None
-        evicted = self.cache.commit(job.key, chain, plan.digest, self._now(), supersedes=supersedes)
+        now = self._now()
+        evicted = self.cache.commit(
+            job.key, chain, plan.digest, now, supersedes=supersedes, retain_seconds=plan.retain_seconds
+        )
+        retained = self._retained_seconds(job.key, now)
+        if plan.retain_seconds:
+            self.metrics.retention_requests.labels(result="granted" if retained else "denied").inc()
         self._forget_evicted(evicted)
         self.metrics.output_tokens.inc(len(output))
         done = pb.Done(
@@ -300,8 +312,14 @@ class WorkerService:
             output_token_ids=output,
             chain_len=len(chain),
             chain_digest=plan.digest.digest(),
+            retained_seconds=retained,
         )
         return pb.GenerateEvent(done=done)
+
+    def _retained_seconds(self, key: str, now: float) -> int:
+        entry = self.cache.get(key)
+        left = entry.retained_until - now if entry is not None else 0.0
+        return max(round(left), 1) if left > 0 else 0  # whole seconds; 1 while any is left
 
     def _forget_evicted(self, evicted: list[Evicted]) -> None:
         for item in evicted:
@@ -309,8 +327,17 @@ class WorkerService:
             if item.reason == "lru":
                 self.metrics.evictions.inc()
                 self.metrics.evicted_tokens.inc(item.tokens)
+            if item.retained:
+                self.metrics.retained_evictions.inc()
+        self._update_cache_gauges()
+
+    def refresh_gauges(self) -> None:
+        """Bring the cache gauges up to now (retention marks expire between commits)."""
         self._update_cache_gauges()
 
     def _update_cache_gauges(self) -> None:
         self.metrics.kv_tokens.set(self.cache.tokens_held)
         self.metrics.kv_chains.set(len(self.cache))
+        retained = self.cache.retained_tokens(self._now())
+        self.metrics.retained_tokens.set(retained)
+        self.metrics.retained_bytes.set(retained * self.kv_bytes_per_token)

@@ -48,6 +48,7 @@ def work_request_of(msg: pb.GenerateRequest) -> WorkRequest:
         generate=msg.generate,
         tokenizer_fingerprint=msg.tokenizer_fingerprint,
         top_p=msg.top_p,
+        retain_seconds=msg.retain_seconds,
     )
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0cworker.proto\x12\x10tether.worker.v1\"\x16\n\x14\x44\x65scribeModelRequest\"\xca\x03\n\x10ModelDescription\x12\r\n\x05names\x18\x01 \x03(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x16\n\x0etokenizer_kind\x18\x03 \x01(\t\x12\x16\n\x0etokenizer_json\x18\x04 \x01(\t\x12\x1d\n\x15tokenizer_fingerprint\x18\x05 \x01(\t\x12\x13\n\x0b\x63hat_format\x18\x06 \x01(\t\x12\x15\n\rchat_template\x18\x07 \x01(\t\x12I\n\x0c\x63hat_options\x18\x08 \x03(\x0b\x32\x33.tether.worker.v1.ModelDescription.ChatOptionsEntry\x12\x14\n\x0c\x62os_token_id\x18\t \x01(\x05\x12\x16\n\x0estop_token_ids\x18\n \x03(\r\x12\x19\n\x11special_token_ids\x18\x0b \x03(\r\x12\x12\n\nvocab_size\x18\x0c \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\r \x01(\r\x12\x18\n\x10tool_call_format\x18\x0e \x01(\t\x12\x0e\n\x06vision\x18\x0f \x01(\x08\x1a\x32\n\x10\x43hatOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"B\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"l\n\nAgentState\x12%\n\x1dtool_calls_since_user_message\x18\x01 \x01(\r\x12\x15\n\ruser_messages\x18\x02 \x01(\r\x12 \n\x18last_item_is_tool_output\x18\x03 \x01(\x08\"\xdd\x03\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tcache_key\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61se_len\x18\x03 \x01(\r\x12\x13\n\x0b\x62\x61se_digest\x18\x04 \x01(\x0c\x12\x12\n\x06tokens\x18\x05 \x03(\rB\x02\x10\x01\x12\x19\n\x11max_output_tokens\x18\x06 \x01(\r\x12%\n\x05tools\x18\x07 \x03(\x0b\x32\x16.tether.worker.v1.Tool\x12\x13\n\x0btool_choice\x18\x08 \x01(\t\x12\x41\n\x08metadata\x18\t \x03(\x0b\x32/.tether.worker.v1.GenerateRequest.MetadataEntry\x12\r\n\x05model\x18\n \x01(\t\x12+\n\x05\x61gent\x18\x0b \x01(\x0b\x32\x1c.tether.worker.v1.AgentState\x12\x0c\n\x04seed\x18\x0c \x01(\x04\x12\x13\n\x0btemperature\x18\r \x01(\x02\x12\x10\n\x08generate\x18\x0e \x01(\x08\x12\x1d\n\x15tokenizer_fingerprint\x18\x0f \x01(\t\x12\r\n\x05top_p\x18\x10 \x01(\x02\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"g\n\x07Prefill\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x15\n\rcached_tokens\x18\x02 \x01(\r\x12\x17\n\x0f\x63omputed_tokens\x18\x03 \x01(\r\x12\x15\n\rqueue_seconds\x18\x04 \x01(\x01\")\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x01(\r\"2\n\x11\x46unctionCallStart\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"6\n\x11\x46unctionCallDelta\x12\x11\n\targuments\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x01(\r\"\xa9\x01\n\x04\x44one\x12\x15\n\rfinish_reason\x18\x01 \x01(\t\x12\x15\n\rprompt_tokens\x18\x02 \x01(\r\x12\x15\n\rcached_tokens\x18\x03 \x01(\r\x12\x15\n\routput_tokens\x18\x04 \x01(\r\x12\x1c\n\x10output_token_ids\x18\x05 \x03(\rB\x02\x10\x01\x12\x11\n\tchain_len\x18\x06 \x01(\r\x12\x14\n\x0c\x63hain_digest\x18\x07 \x01(\x0c\"\x91\x02\n\rGenerateEvent\x12,\n\x07prefill\x18\x01 \x01(\x0b\x32\x19.tether.worker.v1.PrefillH\x00\x12+\n\x04text\x18\x02 \x01(\x0b\x32\x1b.tether.worker.v1.TextDeltaH\x00\x12\x39\n\ncall_start\x18\x03 \x01(\x0b\x32#.tether.worker.v1.FunctionCallStartH\x00\x12\x39\n\ncall_delta\x18\x04 \x01(\x0b\x32#.tether.worker.v1.FunctionCallDeltaH\x00\x12&\n\x04\x64one\x18\x05 \x01(\x0b\x32\x16.tether.worker.v1.DoneH\x00\x42\x07\n\x05\x65vent\"\'\n\x12\x44ropSessionRequest\x12\x11\n\tcache_key\x18\x01 \x01(\t\"<\n\x13\x44ropSessionResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\x12\x14\n\x0ctokens_freed\x18\x02 \x01(\r2\x93\x02\n\x06Worker\x12P\n\x08Generate\x12!.tether.worker.v1.GenerateRequest\x1a\x1f.tether.worker.v1.GenerateEvent0\x01\x12Z\n\x0b\x44ropSession\x12$.tether.worker.v1.DropSessionRequest\x1a%.tether.worker.v1.DropSessionResponse\x12[\n\rDescribeModel\x12&.tether.worker.v1.DescribeModelRequest\x1a\".tether.worker.v1.ModelDescriptionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0cworker.proto\x12\x10tether.worker.v1\"\x16\n\x14\x44\x65scribeModelRequest\"\xca\x03\n\x10ModelDescription\x12\r\n\x05names\x18\x01 \x03(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x16\n\x0etokenizer_kind\x18\x03 \x01(\t\x12\x16\n\x0etokenizer_json\x18\x04 \x01(\t\x12\x1d\n\x15tokenizer_fingerprint\x18\x05 \x01(\t\x12\x13\n\x0b\x63hat_format\x18\x06 \x01(\t\x12\x15\n\rchat_template\x18\x07 \x01(\t\x12I\n\x0c\x63hat_options\x18\x08 \x03(\x0b\x32\x33.tether.worker.v1.ModelDescription.ChatOptionsEntry\x12\x14\n\x0c\x62os_token_id\x18\t \x01(\x05\x12\x16\n\x0estop_token_ids\x18\n \x03(\r\x12\x19\n\x11special_token_ids\x18\x0b \x03(\r\x12\x12\n\nvocab_size\x18\x0c \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\r \x01(\r\x12\x18\n\x10tool_call_format\x18\x0e \x01(\t\x12\x0e\n\x06vision\x18\x0f \x01(\x08\x1a\x32\n\x10\x43hatOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"B\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"l\n\nAgentState\x12%\n\x1dtool_calls_since_user_message\x18\x01 \x01(\r\x12\x15\n\ruser_messages\x18\x02 \x01(\r\x12 \n\x18last_item_is_tool_output\x18\x03 \x01(\x08\"\xf5\x03\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tcache_key\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61se_len\x18\x03 \x01(\r\x12\x13\n\x0b\x62\x61se_digest\x18\x04 \x01(\x0c\x12\x12\n\x06tokens\x18\x05 \x03(\rB\x02\x10\x01\x12\x19\n\x11max_output_tokens\x18\x06 \x01(\r\x12%\n\x05tools\x18\x07 \x03(\x0b\x32\x16.tether.worker.v1.Tool\x12\x13\n\x0btool_choice\x18\x08 \x01(\t\x12\x41\n\x08metadata\x18\t \x03(\x0b\x32/.tether.worker.v1.GenerateRequest.MetadataEntry\x12\r\n\x05model\x18\n \x01(\t\x12+\n\x05\x61gent\x18\x0b \x01(\x0b\x32\x1c.tether.worker.v1.AgentState\x12\x0c\n\x04seed\x18\x0c \x01(\x04\x12\x13\n\x0btemperature\x18\r \x01(\x02\x12\x10\n\x08generate\x18\x0e \x01(\x08\x12\x1d\n\x15tokenizer_fingerprint\x18\x0f \x01(\t\x12\r\n\x05top_p\x18\x10 \x01(\x02\x12\x16\n\x0eretain_seconds\x18\x11 \x01(\r\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"g\n\x07Prefill\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x15\n\rcached_tokens\x18\x02 \x01(\r\x12\x17\n\x0f\x63omputed_tokens\x18\x03 \x01(\r\x12\x15\n\rqueue_seconds\x18\x04 \x01(\x01\")\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x01(\r\"2\n\x11\x46unctionCallStart\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"6\n\x11\x46unctionCallDelta\x12\x11\n\targuments\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x01(\r\"\xc3\x01\n\x04\x44one\x12\x15\n\rfinish_reason\x18\x01 \x01(\t\x12\x15\n\rprompt_tokens\x18\x02 \x01(\r\x12\x15\n\rcached_tokens\x18\x03 \x01(\r\x12\x15\n\routput_tokens\x18\x04 \x01(\r\x12\x1c\n\x10output_token_ids\x18\x05 \x03(\rB\x02\x10\x01\x12\x11\n\tchain_len\x18\x06 \x01(\r\x12\x14\n\x0c\x63hain_digest\x18\x07 \x01(\x0c\x12\x18\n\x10retained_seconds\x18\x08 \x01(\r\"\x91\x02\n\rGenerateEvent\x12,\n\x07prefill\x18\x01 \x01(\x0b\x32\x19.tether.worker.v1.PrefillH\x00\x12+\n\x04text\x18\x02 \x01(\x0b\x32\x1b.tether.worker.v1.TextDeltaH\x00\x12\x39\n\ncall_start\x18\x03 \x01(\x0b\x32#.tether.worker.v1.FunctionCallStartH\x00\x12\x39\n\ncall_delta\x18\x04 \x01(\x0b\x32#.tether.worker.v1.FunctionCallDeltaH\x00\x12&\n\x04\x64one\x18\x05 \x01(\x0b\x32\x16.tether.worker.v1.DoneH\x00\x42\x07\n\x05\x65vent\"\'\n\x12\x44ropSessionRequest\x12\x11\n\tcache_key\x18\x01 \x01(\t\"<\n\x13\x44ropSessionResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\x12\x14\n\x0ctokens_freed\x18\x02 \x01(\r2\x93\x02\n\x06Worker\x12P\n\x08Generate\x12!.tether.worker.v1.GenerateRequest\x1a\x1f.tether.worker.v1.GenerateEvent0\x01\x12Z\n\x0b\x44ropSession\x12$.tether.worker.v1.DropSessionRequest\x1a%.tether.worker.v1.DropSessionResponse\x12[\n\rDescribeModel\x12&.tether.worker.v1.DescribeModelRequest\x1a\".tether.worker.v1.ModelDescriptionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,25 +50,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTSTATE']._serialized_start=587
   _globals['_AGENTSTATE']._serialized_end=695
   _globals['_GENERATEREQUEST']._serialized_start=698
-  _globals['_GENERATEREQUEST']._serialized_end=1175
-  _globals['_GENERATEREQUEST_METADATAENTRY']._serialized_start=1128
-  _globals['_GENERATEREQUEST_METADATAENTRY']._serialized_end=1175
-  _globals['_PREFILL']._serialized_start=1177
-  _globals['_PREFILL']._serialized_end=1280
-  _globals['_TEXTDELTA']._serialized_start=1282
-  _globals['_TEXTDELTA']._serialized_end=1323
-  _globals['_FUNCTIONCALLSTART']._serialized_start=1325
-  _globals['_FUNCTIONCALLSTART']._serialized_end=1375
-  _globals['_FUNCTIONCALLDELTA']._serialized_start=1377
-  _globals['_FUNCTIONCALLDELTA']._serialized_end=1431
-  _globals['_DONE']._serialized_start=1434
-  _globals['_DONE']._serialized_end=1603
-  _globals['_GENERATEEVENT']._serialized_start=1606
-  _globals['_GENERATEEVENT']._serialized_end=1879
-  _globals['_DROPSESSIONREQUEST']._serialized_start=1881
-  _globals['_DROPSESSIONREQUEST']._serialized_end=1920
-  _globals['_DROPSESSIONRESPONSE']._serialized_start=1922
-  _globals['_DROPSESSIONRESPONSE']._serialized_end=1982
-  _globals['_WORKER']._serialized_start=1985
-  _globals['_WORKER']._serialized_end=2260
+  _globals['_GENERATEREQUEST']._serialized_end=1199
+  _globals['_GENERATEREQUEST_METADATAENTRY']._serialized_start=1152
+  _globals['_GENERATEREQUEST_METADATAENTRY']._serialized_end=1199
+  _globals['_PREFILL']._serialized_start=1201
+  _globals['_PREFILL']._serialized_end=1304
+  _globals['_TEXTDELTA']._serialized_start=1306
+  _globals['_TEXTDELTA']._serialized_end=1347
+  _globals['_FUNCTIONCALLSTART']._serialized_start=1349
+  _globals['_FUNCTIONCALLSTART']._serialized_end=1399
+  _globals['_FUNCTIONCALLDELTA']._serialized_start=1401
+  _globals['_FUNCTIONCALLDELTA']._serialized_end=1455
+  _globals['_DONE']._serialized_start=1458
+  _globals['_DONE']._serialized_end=1653
+  _globals['_GENERATEEVENT']._serialized_start=1656
+  _globals['_GENERATEEVENT']._serialized_end=1929
+  _globals['_DROPSESSIONREQUEST']._serialized_start=1931
+  _globals['_DROPSESSIONREQUEST']._serialized_end=1970
+  _globals['_DROPSESSIONRESPONSE']._serialized_start=1972
+  _globals['_DROPSESSIONRESPONSE']._serialized_end=2032
+  _globals['_WORKER']._serialized_start=2035
+  _globals['_WORKER']._serialized_end=2310
 # @@protoc_insertion_point(module_scope)

@@ -72,7 +72,7 @@ class AgentState(_message.Message):
     def __init__(self, tool_calls_since_user_message: _Optional[int] = ..., user_messages: _Optional[int] = ..., last_item_is_tool_output: _Optional[bool] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("request_id", "cache_key", "base_len", "base_digest", "tokens", "max_output_tokens", "tools", "tool_choice", "metadata", "model", "agent", "seed", "temperature", "generate", "tokenizer_fingerprint", "top_p")
+    __slots__ = ("request_id", "cache_key", "base_len", "base_digest", "tokens", "max_output_tokens", "tools", "tool_choice", "metadata", "model", "agent", "seed", "temperature", "generate", "tokenizer_fingerprint", "top_p", "retain_seconds")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +96,7 @@ class GenerateRequest(_message.Message):
     GENERATE_FIELD_NUMBER: _ClassVar[int]
     TOKENIZER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
+    RETAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     cache_key: str
     base_len: int
@@ -112,7 +113,8 @@ class GenerateRequest(_message.Message):
     generate: bool
     tokenizer_fingerprint: str
     top_p: float
-    def __init__(self, request_id: _Optional[str] = ..., cache_key: _Optional[str] = ..., base_len: _Optional[int] = ..., base_digest: _Optional[bytes] = ..., tokens: _Optional[_Iterable[int]] = ..., max_output_tokens: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., model: _Optional[str] = ..., agent: _Optional[_Union[AgentState, _Mapping]] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., generate: _Optional[bool] = ..., tokenizer_fingerprint: _Optional[str] = ..., top_p: _Optional[float] = ...) -> None: ...
+    retain_seconds: int
+    def __init__(self, request_id: _Optional[str] = ..., cache_key: _Optional[str] = ..., base_len: _Optional[int] = ..., base_digest: _Optional[bytes] = ..., tokens: _Optional[_Iterable[int]] = ..., max_output_tokens: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., model: _Optional[str] = ..., agent: _Optional[_Union[AgentState, _Mapping]] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., generate: _Optional[bool] = ..., tokenizer_fingerprint: _Optional[str] = ..., top_p: _Optional[float] = ..., retain_seconds: _Optional[int] = ...) -> None: ...
 
 class Prefill(_message.Message):
     __slots__ = ("prompt_tokens", "cached_tokens", "computed_tokens", "queue_seconds")
@@ -151,7 +153,7 @@ class FunctionCallDelta(_message.Message):
     def __init__(self, arguments: _Optional[str] = ..., tokens: _Optional[int] = ...) -> None: ...
 
 class Done(_message.Message):
-    __slots__ = ("finish_reason", "prompt_tokens", "cached_tokens", "output_tokens", "output_token_ids", "chain_len", "chain_digest")
+    __slots__ = ("finish_reason", "prompt_tokens", "cached_tokens", "output_tokens", "output_token_ids", "chain_len", "chain_digest", "retained_seconds")
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CACHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +161,7 @@ class Done(_message.Message):
     OUTPUT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     CHAIN_LEN_FIELD_NUMBER: _ClassVar[int]
     CHAIN_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    RETAINED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     finish_reason: str
     prompt_tokens: int
     cached_tokens: int
@@ -166,7 +169,8 @@ class Done(_message.Message):
     output_token_ids: _containers.RepeatedScalarFieldContainer[int]
     chain_len: int
     chain_digest: bytes
-    def __init__(self, finish_reason: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., output_token_ids: _Optional[_Iterable[int]] = ..., chain_len: _Optional[int] = ..., chain_digest: _Optional[bytes] = ...) -> None: ...
+    retained_seconds: int
+    def __init__(self, finish_reason: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., output_token_ids: _Optional[_Iterable[int]] = ..., chain_len: _Optional[int] = ..., chain_digest: _Optional[bytes] = ..., retained_seconds: _Optional[int] = ...) -> None: ...
 
 class GenerateEvent(_message.Message):
     __slots__ = ("prefill", "text", "call_start", "call_delta", "done")
