@@ -47,6 +47,7 @@ def test_codex_exec_completes_a_task_over_websocket_through_the_router(
     }
     errors_before = totals(cluster, "tether_box_errors_total")
     relayed_before = totals(cluster, "tether_router_bytes_total", mode="ws", direction="client_to_server")
+    deflated_before = totals(cluster, "tether_box_websocket_deflate_total", negotiated="yes")
     run = run_exec(
         "Say hello.",
         base_url=cluster.base_url,
@@ -66,3 +67,5 @@ def test_codex_exec_completes_a_task_over_websocket_through_the_router(
     assert (
         totals(cluster, "tether_router_bytes_total", mode="ws", direction="client_to_server") > relayed_before
     )
+    # Codex offers permessage-deflate; the box negotiates it through the router.
+    assert totals(cluster, "tether_box_websocket_deflate_total", negotiated="yes") > deflated_before
