@@ -103,10 +103,11 @@ class VllmSettings:
             raw = environ.get(env)
             if raw is None or not raw.strip():
                 continue
+            kind = str(f.type)
             try:
-                values[f.name] = _PARSERS.get(str(f.type), str.strip)(raw.strip())
-            except ValueError as exc:
-                raise ValueError(f"{env}={raw!r}: {exc}") from None
+                values[f.name] = _PARSERS.get(kind, str.strip)(raw.strip())
+            except ValueError:
+                raise ValueError(f"{env}={raw!r} is not a valid {kind}") from None
         return cls(**values)
 
     def extra_args(self) -> dict[str, Any]:
@@ -156,24 +157,10 @@ def _bool(raw: str) -> bool:
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise ValueError("not a boolean (1/0, true/false)")
+    raise ValueError(f"{raw!r} is not a boolean")
 
 
-def _int(raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError("not an integer") from None
-
-
-def _float(raw: str) -> float:
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError("not a number") from None
-
-
-_PARSERS: dict[str, Callable[[str], Any]] = {"int": _int, "float": _float, "bool": _bool}
+_PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "bool": _bool}
 
 
 @dataclass(frozen=True, slots=True)
