@@ -11,8 +11,14 @@ bind both sides (RFC 7692 §7.1):
     client_no_context_takeover any                     present when the policy turns takeover off
     server_max_window_bits=M   9..15                   min(M, window_bits); M = 8 declines the offer
                                absent                  window_bits, when below 15
-    client_max_window_bits[=M] present                 min(M or 15, window_bits)
+    client_max_window_bits[=M] present                 M, or 15 without a value
                                absent                  absent: the client may use 15 bits
+
+The policy's window bounds only the box's own compressor (its memory, the downlink). The client keeps
+the largest window it offers: the box inflates with a 15-bit window whatever is granted (aiohttp), so a
+smaller client window would save the box nothing and cost the uplink, which is what WebSocket mode is for.
+An agent resends its tool definitions with every message (the Codex CLI about 20 KB): a 32 KiB window
+reaches back to the previous message's copy, a 4 KiB one does not.
 
 An offer with an unknown, repeated or malformed parameter is declined and the next one is tried; when
 none is acceptable the connection runs without compression (never a failed handshake).
@@ -169,7 +175,7 @@ def _accept(params: list[tuple[str, str | None]], policy: DeflatePolicy) -> Defl
         asked = MAX_WINDOW_BITS if raw is None else _bits(raw)
         if asked is None:
             return None
-        client_bits, answer_client = min(asked, policy.window_bits), True
+        client_bits, answer_client = asked, True
     takeover_off = not policy.context_takeover
     return DeflateParams(
         server_window_bits=server_bits,

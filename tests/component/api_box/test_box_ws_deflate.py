@@ -52,7 +52,7 @@ async def test_the_sdk_transport_negotiates_deflate_and_every_frame_decodes(
 ) -> None:
     async with websockets.connect(ws_url(box), additional_headers=AUTH) as ws:
         assert headers_of(ws)[EXTENSIONS] == (
-            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=15"
         )
         for _ in range(3):
             events = await turn(ws, input="x" * 5000)
@@ -77,7 +77,7 @@ async def test_a_client_that_offers_nothing_gets_plain_frames(
 
 async def test_aiohttp_client_deflate_works_too(box: TestClient[Any, Any]) -> None:
     async with box.ws_connect("/v1/responses", headers=AUTH, compress=15) as ws:
-        assert ws.compress == 12  # the client's window, as the box granted it (client_max_window_bits=12)
+        assert ws.compress == 15  # the client keeps its largest window (the box inflates with 15 bits anyway)
         for _ in range(2):
             assert (await ws_turn(ws, {"input": "hi " * 400, "store": False}))[-1][
                 "type"
@@ -100,7 +100,7 @@ async def test_a_small_window_is_honoured_by_the_box_compressor(make_box: BoxFac
     instructions = "".join(rng.choice(string.ascii_letters) for _ in range(3000))
     async with websockets.connect(ws_url(box), additional_headers=AUTH) as ws:
         assert headers_of(ws)[EXTENSIONS] == (
-            "permessage-deflate; server_max_window_bits=9; client_max_window_bits=9"
+            "permessage-deflate; server_max_window_bits=9; client_max_window_bits=15"
         )
         for _ in range(3):
             events = await turn(ws, input="hi", instructions=instructions)

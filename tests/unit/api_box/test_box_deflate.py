@@ -50,12 +50,12 @@ def test_the_answer_to_an_offer(offer: str, expected: str) -> None:
     assert answer(offer) == expected
 
 
-def test_a_smaller_policy_window_is_imposed_on_both_sides() -> None:
+def test_a_smaller_policy_window_binds_the_box_and_the_client_keeps_its_window() -> None:
     policy = DeflatePolicy(window_bits=12, max_connection_bytes=200_000)
     # The server window is announced even when the client did not ask (RFC 7692 §7.1.2.1).
     assert answer("permessage-deflate", policy) == "permessage-deflate; server_max_window_bits=12"
     assert answer("permessage-deflate; server_max_window_bits=14; client_max_window_bits", policy) == (
-        "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+        "permessage-deflate; server_max_window_bits=12; client_max_window_bits=15"
     )
     assert answer("permessage-deflate; server_max_window_bits=10", policy) == (
         "permessage-deflate; server_max_window_bits=10"
