@@ -689,6 +689,42 @@ def _kv_cache() -> list[Panel]:
     ]
 
 
+def _retention() -> list[Panel]:
+    """Chains kept through tool pauses (prompt_cache_options.ttl, docs/retention.md)."""
+    requests = "tether_worker_retention_requests_total"
+    return [
+        per_instance(
+            "Retained KV / retained budget",
+            "Tokens of chains with an unexpired retention mark / the share of the budget they may hold "
+            "(TETHER_WORKER_RETAINED_SHARE). At 100% new retention requests are denied.",
+            "max by (instance) (tether_worker_kv_cache_retained_tokens) / max by (instance) "
+            "(tether_worker_kv_cache_retained_budget_tokens)",
+            "percentunit",
+            maximum=1,
+            width=8,
+        ),
+        per_instance(
+            "Retained KV bytes",
+            "Retained tokens x the engine's KV bytes per token (0 on the sim, which holds no KV).",
+            "max by (instance) (tether_worker_kv_cache_retained_bytes)",
+            "bytes",
+            width=8,
+        ),
+        timeseries(
+            "Retention requests and retained evictions / s",
+            "Commits that asked for retention, granted or denied (beyond the share), and retained chains "
+            "evicted before their mark expired (nothing unretained was left: the budget is too small for "
+            "what is retained plus the traffic).",
+            [
+                (rate(requests, "result"), "{{result}}"),
+                (rate("tether_worker_kv_cache_retained_evictions_total"), "retained evicted"),
+            ],
+            "cps",
+            width=8,
+        ),
+    ]
+
+
 def _batching() -> list[Panel]:
     return [
         per_instance(
@@ -772,15 +808,17 @@ def _vllm() -> list[Panel]:
 
 
 def workers() -> dict[str, Any]:
-    """Generate RPCs, prefill cached vs computed, KV cache usage and thrash, batching, vLLM's own series."""
+    """Generate RPCs, prefill cached vs computed, KV cache usage, thrash and retention, batching, vLLM's
+    own series."""
     return dashboard(
         "tether-workers",
         "Tether / Workers",
-        "GPU workers: Generate RPCs, prompt tokens cached vs computed, KV cache usage and turnover, "
-        "batching, and vLLM's own series on vllm workers. See docs/observability.md.",
+        "GPU workers: Generate RPCs, prompt tokens cached vs computed, KV cache usage, turnover and "
+        "retention, batching, and vLLM's own series on vllm workers. See docs/observability.md.",
         [
             ("Workers", _workers_summary()),
             ("KV cache", _kv_cache()),
+            ("Retention", _retention()),
             ("Batching", _batching()),
             ("vLLM", _vllm()),
         ],
