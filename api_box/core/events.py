@@ -102,6 +102,8 @@ def response_template(request: CreateRequest, *, response_id: str, created_at: i
     }
     if request.warnings:  # what the request asked for that Tether did not do (docs/protocol.md)
         template["warnings"] = [warning.to_json() for warning in request.warnings]
+    if request.prompt_cache_options is not None:  # docs/retention.md
+        template["prompt_cache_options"] = request.prompt_cache_options.applied_json()
     return template
 
 

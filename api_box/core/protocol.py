@@ -24,7 +24,8 @@ Other fields: `instructions`; `store`; `previous_response_id`; `metadata`; `max_
 (warm-up when false; `prompt_cache_options.prewarm` implies it); `temperature`, `top_p` (honoured);
 `tool_choice`, `parallel_tool_calls`, `prompt_cache_key`, `user`, `safety_identifier`, `truncation`,
 `reasoning`, `text` (format text/json_object/json_schema, verbosity), `max_tool_calls`, `top_logprobs`
-(echoed); `include`, `service_tier`, `prompt_cache_options` (kept); `stream_id`, the WebSocket lane
+(echoed); `include`, `service_tier` (kept); `prompt_cache_options` (retention on the worker,
+docs/retention.md; echoed as applied); `stream_id`, the WebSocket lane
 (1-256 characters of [A-Za-z0-9_.-], rejected over HTTP). `stream` selects SSE over HTTP and is accepted
 and ignored over WebSocket; `background: true`, `conversation` and `prompt` are rejected.
 `context_management` compaction entries set `compact_threshold` (api_box/io/turns.py compacts a full-context
@@ -199,14 +200,35 @@ class RequestWarning:
         return {"code": self.code, "message": self.message, "param": self.param}
 
 
+# prompt_cache_options.ttl -> seconds the worker keeps the chain ahead of unretained ones.
+CACHE_TTL_SECONDS: Final = {"30m": 1_800, "12h": 43_200}
+
+
 @dataclass(frozen=True, slots=True)
 class PromptCacheOptions:
-    """`prompt_cache_options` (SDK 3.63): kept for the cache policy; `prewarm` implies generate: false."""
+    """`prompt_cache_options` (SDK 3.63): retention of the chain on its worker (docs/retention.md);
+    `prewarm` implies generate: false."""
 
     mode: str | None = None  # implicit | explicit
     ttl: str | None = None  # 30m | 12h
     prewarm: bool = False
     comparison_response_id: str | None = None
+
+    @property
+    def retain_seconds(self) -> int:
+        """How long the worker keeps the chain ahead of unretained chains: the ttl (30m when not given).
+        0 in explicit mode: it writes no implicit breakpoint, and Tether reads no content-block ones."""
+        if self.mode == "explicit":
+            return 0
+        return CACHE_TTL_SECONDS[self.ttl or "30m"]
+
+    def applied_json(self) -> dict[str, Any]:
+        """The response's `prompt_cache_options`: what was applied, defaults filled in."""
+        return {
+            "mode": self.mode or "implicit",
+            "ttl": self.ttl or "30m",
+            "comparison_response_id": self.comparison_response_id,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -545,13 +567,17 @@ def _prompt_cache_options(value: object, limits: Limits) -> PromptCacheOptions |
         raise InvalidValue(
             "'prompt_cache_options.mode' must be implicit or explicit.", param="prompt_cache_options.mode"
         )
-    if ttl not in (None, "30m", "12h"):
+    if ttl not in (None, *CACHE_TTL_SECONDS):
         raise InvalidValue("'prompt_cache_options.ttl' must be 30m or 12h.", param="prompt_cache_options.ttl")
+    # Errors name the nested field (prompt_cache_options.prewarm), as mode and ttl do.
+    nested = {f"prompt_cache_options.{k}": v for k, v in options.items() if isinstance(k, str)}
     return PromptCacheOptions(
         mode=mode,
         ttl=ttl,
-        prewarm=_opt_bool(options, "prewarm", default=False),
-        comparison_response_id=_opt_str(options, "comparison_response_id", limits.max_id_chars),
+        prewarm=_opt_bool(nested, "prompt_cache_options.prewarm", default=False),
+        comparison_response_id=_opt_str(
+            nested, "prompt_cache_options.comparison_response_id", limits.max_id_chars
+        ),
     )
 
 

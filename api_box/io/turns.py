@@ -398,6 +398,8 @@ class TurnRunner:
             # A keyless (stateless) request goes to a worker by the client's prompt_cache_key when it sends
             # one (Codex: its session), not by the chain's first block that every session shares.
             routing_key=create.prompt_cache_key,
+            # Opt-in retention through tool pauses (docs/retention.md): only with prompt_cache_options.
+            retain_seconds=options.retain_seconds if (options := create.prompt_cache_options) else 0,
         )
 
     def _specs(self, create: CreateRequest, header: Header) -> tuple[ToolSpec, ...]:
