@@ -12,7 +12,9 @@ branch naturally), run by gpu_worker/engines/model_plan.py:
   length cap forces it);
 - `Number`: digits (no leading zero), an optional minus, a fraction for `number`, ended by the model
   sampling the character that follows the value (`,` `}` `]`, given in `follows`);
-- `Choice`: one of several JSON texts (an enum, a boolean, a tool name), token by token along a trie;
+- `Choice`: one of several JSON texts (an enum, a boolean, a tool name), token by token along a trie (an
+  option whose ids are all a prefix of another option's cannot be chosen: enum [1, 10] yields 10; JSON
+  strings end with their quote, so string options never hit this);
 - `Branch`: one of a few single characters (an array's `,` or `]`).
 
 Values by schema: `enum`/`const` -> Choice; string -> `"` StringBody; integer/number -> Number;

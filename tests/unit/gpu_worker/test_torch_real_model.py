@@ -171,6 +171,18 @@ def test_a_template_without_a_default_system_text_has_none() -> None:
 
 
 # --------------------------------------------------------------------------- a Hugging Face directory
+# Small random weights on SmolLM2's vocabulary, with its tokenizer.json and chat template.
+TINY_CHAT = ModelConfig(
+    hidden_size=16,
+    intermediate_size=24,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=4,
+    vocab_size=49152,
+)
+
+
 def _hf_directory(path: Path, description: Any, cfg: ModelConfig) -> Transformer:
     from safetensors.torch import save_file
 
@@ -195,15 +207,7 @@ def _hf_directory(path: Path, description: Any, cfg: ModelConfig) -> Transformer
 def test_a_hugging_face_directory_with_its_tokenizer_loads_and_describes(tmp_path: Path) -> None:
     pytest.importorskip("safetensors", reason="the torch extra installs safetensors")
     _, smol = smollm2()
-    cfg = ModelConfig(
-        hidden_size=16,
-        intermediate_size=24,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=2,
-        head_dim=4,
-        vocab_size=49152,
-    )
+    cfg = TINY_CHAT
     written = _hf_directory(tmp_path / "Tiny-Chat", smol, cfg)
     checkpoint = open_checkpoint(tmp_path / "Tiny-Chat")
     loaded = load_model(checkpoint, device=torch.device("cpu"), dtype=torch.float32)
@@ -222,16 +226,7 @@ def test_a_hugging_face_directory_with_its_tokenizer_loads_and_describes(tmp_pat
 def test_a_hugging_face_directory_without_a_template_is_refused(tmp_path: Path) -> None:
     pytest.importorskip("safetensors", reason="the torch extra installs safetensors")
     _, smol = smollm2()
-    cfg = ModelConfig(
-        hidden_size=16,
-        intermediate_size=24,
-        num_layers=1,
-        num_heads=4,
-        num_kv_heads=2,
-        head_dim=4,
-        vocab_size=49152,
-    )
-    _hf_directory(tmp_path, smol, cfg)
+    _hf_directory(tmp_path, smol, TINY_CHAT)
     (tmp_path / "tokenizer_config.json").write_text("{}")
     with pytest.raises(CheckpointError, match="no chat template"):
         describe_checkpoint(open_checkpoint(tmp_path), vocab_size=49152, context_length=64)
