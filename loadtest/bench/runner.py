@@ -126,7 +126,8 @@ class Bench:
                     links = await self._links(base_url, stack)
                     await self._arms_phase(links, regime, chosen)
         if s.overhead or s.capacity or s.history_tokens:
-            async with self._cluster("affinity", self._steady_budget(), "steady") as (base_url, stack):
+            steady = ("affinity", self._steady_budget(), "history and capacity", s.steady_workers)
+            async with self._cluster(*steady) as (base_url, stack):
                 if s.overhead and "shaped" in s.links and await self._namespace("shaped") is not None:
                     self.results["overhead"] = await self._overhead_phase(base_url, stack)
                 await self._history_and_capacity(base_url)
@@ -169,7 +170,7 @@ class Bench:
 
     @contextlib.asynccontextmanager
     async def _cluster(
-        self, routing: str, budget: int, purpose: str
+        self, routing: str, budget: int, purpose: str, workers: int | None = None
     ) -> AsyncIterator[tuple[str, contextlib.AsyncExitStack]]:
         """A fresh cluster whose boxes route by `routing` and whose workers hold `budget` tokens each;
         its base URL and the stack that stops it (and whatever is tied to it, such as link relays)."""
@@ -179,7 +180,7 @@ class Bench:
         s = self.settings
         spec = ClusterSpec(
             boxes=s.boxes,
-            workers=s.workers,
+            workers=workers or s.workers,
             router=True,
             redis=None,
             speed=s.speed,
@@ -196,7 +197,7 @@ class Bench:
             "TETHER_WORKER_MAX_PROMPT_TOKENS": str(prompt),
         }
         self.say(
-            f"bench: starting a cluster for {purpose} ({s.boxes} box, {s.workers} workers, worker routing "
+            f"bench: starting a cluster for {purpose} ({s.boxes} box, {spec.workers} workers, worker routing "
             f"{routing}, KV budget {budget:,} tokens per worker, sim speed {s.speed:g})"
         )
         async with contextlib.AsyncExitStack() as stack:

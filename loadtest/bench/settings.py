@@ -57,7 +57,9 @@ class BenchSettings:
         "cluster",
     )
     # workload
-    arms: tuple[str, ...] = knob(DEFAULT_ARMS, "comma-separated arms, mode:routing[:plain]", "workload")
+    arms: tuple[str, ...] = knob(
+        DEFAULT_ARMS, "comma-separated arms, mode:routing[:plain] (empty: none)", "workload"
+    )
     kv_budgets: tuple[str, ...] = knob(KV_REGIMES, "worker KV regimes of the arms", "workload")
     kv_copies: float = knob(
         2.5, "bounded regime: copies of every live conversation the workers hold", "workload"
@@ -83,6 +85,9 @@ class BenchSettings:
     )
     history_seconds: float = knob(5.0, "measured seconds per history size and mode", "history and capacity")
     capacity: bool = knob(True, "run the capacity steps", "history and capacity")
+    steady_workers: int = knob(
+        1, "workers of the cluster the history and capacity steps run on", "history and capacity"
+    )
     capacity_tokens: int = knob(100_000, "history size of the capacity steps", "history and capacity")
     capacity_levels: tuple[int, ...] = knob(
         (1, 2, 4, 8, 16, 32), "the first steps' agents (then doubling)", "history and capacity"
@@ -107,7 +112,7 @@ class BenchSettings:
         checks: dict[str, bool] = {
             "base_url": not self.base_url or self.base_url.startswith(("http://", "https://")),
             "modes": bool(self.modes) and all(m in MODES for m in self.modes),
-            "arms": bool(self.arms) and _arms_ok(self.arms),
+            "arms": _arms_ok(self.arms),  # none: the arms phase is skipped
             "kv_budgets": bool(self.kv_budgets) and all(k in KV_REGIMES for k in self.kv_budgets),
             "kv_copies": math.isfinite(self.kv_copies) and self.kv_copies >= 1,
             "cluster_routing": self.cluster_routing in ROUTINGS,
@@ -134,6 +139,7 @@ class BenchSettings:
             "slo_ttft_ms": self.slo_ttft_ms > 0,
             "boxes": 1 <= self.boxes <= 64,
             "workers": 1 <= self.workers <= 64,
+            "steady_workers": 1 <= self.steady_workers <= 64,
             "speed": math.isfinite(self.speed) and self.speed >= 0,
             "turn_timeout": self.turn_timeout > 0,
             "deadline": self.deadline > 0,
