@@ -81,6 +81,12 @@ class Settings:
     sealed_handoff: bool = True
     sealed_handoff_ttl_seconds: float = 60.0
     sealed_handoff_max_bytes: int = 16 * _MIB  # a bigger chain is not sealed (the client resends it)
+    # Resume a dropped WebSocket on this box (api_box/io/resume.py): a client that sent a resume key
+    # (X-Tether-Handoff-Key) and reconnects within the grace window gets its connection-local responses
+    # back. 0: off. Parked connections are bounded in count and bytes, memory only.
+    ws_resume_grace_seconds: float = 60.0
+    ws_resume_max_connections: int = 4096
+    ws_resume_max_bytes: int = 256 * _MIB
     # Compaction items (api_box/core/compaction.py) are sealed under this key: base64 of 32 bytes, the same
     # on every box of a deployment. Empty: a random key per process, so an item opens only on its own box.
     compaction_key: str = field(default="", repr=False)
@@ -129,6 +135,9 @@ class Settings:
             "write_behind_flush_seconds": self.write_behind_flush_seconds >= 0,
             "sealed_handoff_ttl_seconds": self.sealed_handoff_ttl_seconds >= 1,
             "sealed_handoff_max_bytes": self.sealed_handoff_max_bytes >= 1024,
+            "ws_resume_grace_seconds": 0 <= self.ws_resume_grace_seconds <= 86400,
+            "ws_resume_max_connections": self.ws_resume_max_connections >= 1,
+            "ws_resume_max_bytes": self.ws_resume_max_bytes >= 1024,
             "compaction_key": self.compaction_key == "" or _is_compaction_key(self.compaction_key),
         }
         bad = [name for name, ok in checks.items() if not ok]

@@ -23,6 +23,12 @@ create is answered in its place in its lane's order; a failed turn (4xx or 5xx) 
 own lane's cached response evicts it, while a failed fork from another lane's response keeps that parent;
 the connection-local cache holds the most recent response of each lane.
 
+Resume (api_box/core/parking.py): `cached()` is what a connection whose socket dropped leaves parked, per
+lane its most recent response and the one before it when both share one chain (so keeping it costs no
+chain); `restore` installs that in the client's next connection, where a lane's first continuation may
+name either (the client may not have seen the last one's terminal event before the socket died). A turn
+cancelled by the drop never reaches `turn_finished`: it changes nothing.
+
 Close code at the connection limit: 1000. The age limit is not an error of the transport, and the SDK
 treats 1000 as a clean end (no auto-reconnect), which is what a client that must open a new connection
 and resend its context needs (OpenAI documents no close code for the age limit; 1000 or 1008 would both
@@ -138,11 +144,46 @@ class TurnOutcome:
         return self.record is None
 
 
+@dataclass(frozen=True, slots=True)
+class CachedLane:
+    """One lane of a parked connection: its most recent response, and the one before it (same chain)."""
+
+    lane: Lane
+    last: ResponseRecord
+    prior: ResponseRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LocalCache:
+    """The connection-local responses of a connection, lane by lane, and which one completed last."""
+
+    lanes: tuple[CachedLane, ...]
+    latest: ResponseRecord | None
+
+    def records(self) -> list[ResponseRecord]:
+        """Every response held (a lane's prior included)."""
+        return [r for c in self.lanes for r in (c.last, c.prior) if r is not None]
+
+    def nbytes(self) -> int:
+        """Bytes held: each distinct chain once, plus every record's own bytes."""
+        records = self.records()
+        chains = {id(r.ref.chain): r.ref.chain for r in records}
+        return sum(c.nbytes() for c in chains.values()) + sum(r.own_bytes() for r in records)
+
+    def store_false_chains(self) -> list[str]:
+        """Cache keys of the store:false chains held: what the worker may drop once this is gone."""
+        return sorted({r.ref.chain.cache_key for r in self.records() if not r.store})
+
+
 @dataclass(slots=True)
 class _LaneState:
     queue: deque[Arrival] = field(default_factory=deque)
     running: bool = False
     last: ResponseRecord | None = None  # the lane's most recent response (the connection-local cache)
+    # The response `last` replaced, while it shares last's chain (kept for a resume, never looked up
+    # on a live connection unless `resumed`).
+    prior: ResponseRecord | None = None
+    resumed: bool = False  # restored after a drop: `prior` may be continued until the lane's next turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,11 +234,33 @@ class ConnectionSession:
         return latest if any(record is latest for record in self._cached()) else None
 
     def lookup(self, response_id: str) -> ResponseRecord | None:
-        """The connection-local cached response with this id (the most recent one of each lane)."""
+        """The connection-local cached response with this id (the most recent one of each lane; after a
+        resume also the one before it, until the lane's next turn ends)."""
         for record in self._cached():
             if record.response_id == response_id:
                 return record
+        for state in self._lanes.values():
+            if state.resumed and state.prior is not None and state.prior.response_id == response_id:
+                return state.prior
         return None
+
+    def cached(self) -> LocalCache | None:
+        """What a dropped connection parks for its client's next connection (None: nothing cached)."""
+        lanes = tuple(
+            CachedLane(lane, state.last, state.prior)
+            for lane, state in self._lanes.items()
+            if state.last is not None
+        )
+        return LocalCache(lanes, self.last) if lanes else None
+
+    def restore(self, cache: LocalCache) -> bool:
+        """Install a parked connection's responses (before any create has run); whether it was taken."""
+        if self.state is not IDLE or self._latest is not None or any(self._cached()):
+            return False
+        for cached in cache.lanes:
+            self._lanes[cached.lane] = _LaneState(last=cached.last, prior=cached.prior, resumed=True)
+        self._latest = cache.latest
+        return True
 
     def resume(self, record: ResponseRecord) -> None:
         """A sealed store:false handoff opened at connect (api_box/core/sealed.py): the connection-local
@@ -225,14 +288,15 @@ class ConnectionSession:
         self._expired = True
         return _TABLE[(self.state, _DEADLINE)](self, None)
 
-    def close(self, *, keep_chain: bool = False) -> list[Effect]:
+    def close(self, *, keep_chain: bool = False, parked: bool = False) -> list[Effect]:
         """The socket closed: release what the connection held, except the chain handed off to the
         client's next connection (`keep_chain`: the worker keeps the KV of `last`, so the next box
-        continues it warm)."""
+        continues it warm) or every chain when the connection was parked (`parked`: `cached()` owns them
+        now and releases them when it expires)."""
         kept = self.last if keep_chain else None
-        records = [r for r in self._cached() if r is not kept]
+        records = [] if parked else [r for r in self._cached() if r is not kept]
         for state in self._lanes.values():
-            state.last = None
+            state.last = state.prior = None
             state.queue.clear()
         self._latest = None
         self._ready.clear()
@@ -333,6 +397,8 @@ class ConnectionSession:
         if outcome.record is None:
             return self._evict(outcome.previous_response_id, lane)
         old, state.last = state.last, outcome.record
+        state.prior = old if old is not None and old.ref.chain is outcome.record.ref.chain else None
+        state.resumed = False
         self._latest = outcome.record
         return self._release(old)
 
@@ -340,9 +406,13 @@ class ConnectionSession:
         """A failed continuation evicts the response it continued from, when that is its own lane's."""
         state = self._lanes[lane]
         last = state.last
+        if state.resumed and state.prior is not None and state.prior.response_id == response_id:
+            state.prior, state.resumed = None, False
+            return []
         if response_id is None or last is None or last.response_id != response_id:
             return []
-        state.last = None
+        state.last = state.prior = None
+        state.resumed = False
         return self._release(last)
 
     def _release(self, record: ResponseRecord | None) -> list[Effect]:

@@ -20,6 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from api_box.config import Settings
 from api_box.core.auth import KeyRing, parse_keys_file
 from api_box.core.errors import BoxError
+from api_box.core.parking import ParkingLot
 from api_box.core.store import SessionStore
 from api_box.io import http
 from api_box.io.cold_store import ColdStore, NullColdStore
@@ -28,6 +29,7 @@ from api_box.io.errors import as_box_error, http_error_response
 from api_box.io.logctx import REQUEST_ID, request_id_from
 from api_box.io.metrics import BoxMetrics, build_metrics, register_worker_calls
 from api_box.io.redis_store import RedisColdStore
+from api_box.io.resume import Resumes
 from api_box.io.sealed import SealedHandoffs
 from api_box.io.state import REQUEST_ID_KEY, STATE, TENANT, BoxState
 from api_box.io.tasks import TaskSet
@@ -66,17 +68,23 @@ def build_app(
         cold=cold_store if cold_store is not None else _cold_store(settings, metrics, registry),
         metrics=metrics,
     )
+    tasks = TaskSet()
     state = BoxState(
         settings=settings,
         runner=runner,
         keyring=keyring if keyring is not None else load_keyring(settings),
         metrics=metrics,
-        tasks=TaskSet(),
+        tasks=tasks,
         handoffs=SealedHandoffs(
             runner.cold if settings.sealed_handoff and isinstance(runner.cold, RedisColdStore) else None,
             metrics=metrics,
             ttl_seconds=settings.sealed_handoff_ttl_seconds,
             max_bytes=settings.sealed_handoff_max_bytes,
+        ),
+        resumes=Resumes(
+            _parking_lot(settings),
+            metrics=metrics,
+            release=lambda cache_key: tasks.spawn(worker_pool.drop(cache_key)),
         ),
     )
     app = web.Application(
@@ -91,6 +99,16 @@ def build_app(
     app.on_shutdown.append(_shutdown)
     app.on_cleanup.append(_cleanup)
     return app
+
+
+def _parking_lot(settings: Settings) -> ParkingLot | None:
+    if settings.ws_resume_grace_seconds <= 0:
+        return None
+    return ParkingLot(
+        grace_seconds=settings.ws_resume_grace_seconds,
+        max_entries=settings.ws_resume_max_connections,
+        max_bytes=settings.ws_resume_max_bytes,
+    )
 
 
 def _cold_store(settings: Settings, metrics: BoxMetrics, registry: CollectorRegistry) -> ColdStore:
@@ -210,6 +228,7 @@ async def _shutdown(app: web.Application) -> None:
 
 async def _cleanup(app: web.Application) -> None:
     state = app[STATE]
+    state.resumes.close()  # before the tasks close: releasing parked chains spawns DropSession calls
     await state.tasks.close()
     await state.runner.cold.close()
     await state.runner.pool.close()

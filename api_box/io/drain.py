@@ -9,7 +9,8 @@
    reconnects) as soon as no response is running or queued on it and its turns are written to the cold
    store; HTTP requests in progress finish. A create that arrives on a socket after its close was
    decided is not run (no response.created was sent for it): the client resends it after reconnecting.
-   A socket that sent X-Tether-Handoff-Key seals its store:false last response first (api_box/io/sealed.py).
+   A socket that sent X-Tether-Handoff-Key seals its store:false last response first (api_box/io/sealed.py),
+   and so does each dropped socket still parked for a resume (api_box/io/resume.py).
 4. The write-behind queue is flushed (its own budget, write_behind_flush_seconds).
 5. `runner.cleanup()` then closes whatever is still open with 1012 (responses still running past the
    budget are cancelled), stops the background tasks, the cold store and the worker pool; the process
@@ -106,6 +107,8 @@ async def drain(
     _, pending = await asyncio.wait(waits, timeout=state.settings.shutdown_grace_seconds)
     for task in pending:
         task.cancel()
+    # Dropped sockets whose client has not come back yet: sealed too, so it continues on the next box.
+    await state.resumes.seal_parked(state.handoffs)
     flushed = await state.runner.cold.flush()
     report = DrainReport(
         seconds=loop.time() - started,

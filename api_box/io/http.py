@@ -89,6 +89,7 @@ async def responses_get(request: web.Request) -> web.StreamResponse:
         tasks=state.tasks,
         abort=transport.abort if transport is not None else lambda: None,
         handoff=state.handoffs.for_key(handoff_key),
+        resume=state.resumes.ticket(request[TENANT], handoff_key),
     )
     state.connections.add(conn)
     try:

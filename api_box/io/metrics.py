@@ -23,6 +23,8 @@ WRITE_BEHIND_DROP_REASONS = ("queue_full", "redis_down")  # what the alert rules
 SEALED_HANDOFF_RESULTS = ("sealed", "restored", "missing", "rejected", "skipped")
 IMAGE_HANDLINGS = ("placeholder",)  # images sent to a model without vision become a text placeholder
 COMPACTION_RESULTS = ("made", "expanded", "rejected")
+# Dropped WebSockets parked for a resume (api_box/io/resume.py), by what became of them.
+PARKED_RESULTS = ("parked", "resumed", "expired", "evicted", "replaced", "skipped", "shutdown")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,10 @@ class BoxMetrics:
     websocket_deflate: Counter
     input_images: Counter
     compactions: Counter
+    parked: Counter
+    parked_connections: Gauge
+    parked_bytes: Gauge
+    resume_wait_seconds: Histogram
 
 
 def build_metrics(registry: CollectorRegistry, *, version: str) -> BoxMetrics:
@@ -152,6 +158,22 @@ def build_metrics(registry: CollectorRegistry, *, version: str) -> BoxMetrics:
             ["result"],
             registry=r,
         ),
+        parked=Counter(
+            "tether_box_parked_total",
+            "Dropped WebSockets parked for a resume, by what became of them",
+            ["result"],
+            registry=r,
+        ),
+        parked_connections=Gauge(
+            "tether_box_parked_connections", "Dropped WebSockets parked for a resume now", registry=r
+        ),
+        parked_bytes=Gauge("tether_box_parked_bytes", "Bytes held by parked WebSockets", registry=r),
+        resume_wait_seconds=Histogram(
+            "tether_box_resume_wait_seconds",
+            "How long a resumed WebSocket was parked",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        ),
     )
     _initialise_labels(metrics)
     return metrics
@@ -182,6 +204,8 @@ def _initialise_labels(m: BoxMetrics) -> None:
         m.input_images.labels(handling)
     for result in COMPACTION_RESULTS:
         m.compactions.labels(result)
+    for result in PARKED_RESULTS:
+        m.parked.labels(result)
 
 
 WORKER_CALL_RESULTS = ("ok", "resend", "failover", "error")

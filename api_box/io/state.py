@@ -10,6 +10,7 @@ from aiohttp import web
 from api_box.config import Settings
 from api_box.core.auth import KeyRing
 from api_box.io.metrics import BoxMetrics
+from api_box.io.resume import Resumes
 from api_box.io.sealed import SealedHandoffs
 from api_box.io.tasks import TaskSet
 from api_box.io.turns import TurnRunner
@@ -28,6 +29,7 @@ class BoxState:
     metrics: BoxMetrics
     tasks: TaskSet
     handoffs: SealedHandoffs
+    resumes: Resumes
     connections: set[WsConnection] = field(default_factory=set)
     ready: bool = False
     draining: bool = False

@@ -21,6 +21,13 @@ cold store has written this connection's turns; a frame that arrives after that 
 Sealed handoff (api_box/io/sealed.py): a connection opened with X-Tether-Handoff-Key takes the sealed
 store:false response left under that key before reading its first frame, and seals its own last
 store:false response before its drain close.
+
+Resume (api_box/io/resume.py): a keyed connection that ends without a close frame (the peer vanished: EOF
+or a reset without a close handshake, no pong, a send that failed, a client that stopped reading) parks
+its connection-local responses for the grace window; the running responses are cancelled first and
+leave no trace (the worker stops; the lane's cache is as before they started). Before reading its first
+frame, a keyed connection takes over a live connection of this box with the same key (aborting it, which
+parks it), then takes what is parked under its key, else the sealed handoff.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from api_box.core.session import (
 )
 from api_box.io.errors import as_box_error, ws_error_event
 from api_box.io.metrics import CLIENT_TO_SERVER, SERVER_TO_CLIENT, BoxMetrics
+from api_box.io.resume import ResumeTicket
 from api_box.io.sealed import KeyedHandoff
 from api_box.io.tasks import TaskSet
 from api_box.io.turns import TurnRunner
@@ -82,9 +90,11 @@ class WsConnection:
         tasks: TaskSet,
         abort: Callable[[], None] = lambda: None,
         handoff: KeyedHandoff | None = None,
+        resume: ResumeTicket | None = None,
     ) -> None:
         self.ws = ws
         self._handoff = handoff  # the client sent X-Tether-Handoff-Key (and the box has the feature on)
+        self._resume = resume  # the same key, for parking this connection if its socket drops
         self._abort = abort  # drops the TCP connection at once (a peer that does not read)
         self.tenant = tenant
         self.settings = settings
@@ -114,6 +124,7 @@ class WsConnection:
         self._draining = False
         self._drain_close: asyncio.Task[None] | None = None  # set once the drain decided to close
         self._handed_off = False  # the last response was sealed for the client's next connection
+        self._lost = False  # the socket ended without a close handshake: park it (with a resume key)
 
     async def serve(self) -> None:
         """Read frames until the socket closes, then release everything the connection holds."""
@@ -122,7 +133,7 @@ class WsConnection:
         self._watchdog = self._loop.call_later(self.settings.send_timeout_seconds / 2, self._watch_sends)
         self._arm_timer()
         try:
-            await self._take_handoff()
+            await self._resume_or_take_handoff()
             while not self._closing:
                 msg = await self.ws.receive()
                 if msg.type is WSMsgType.TEXT:
@@ -130,7 +141,16 @@ class WsConnection:
                 elif msg.type is WSMsgType.BINARY:
                     self._on_binary(msg.data)
                 else:
-                    break  # CLOSE, CLOSING, CLOSED or ERROR (1009 is sent by aiohttp itself)
+                    # CLOSE, CLOSING, CLOSED or ERROR (1009 is sent by aiohttp itself). CLOSED and ERROR
+                    # without a close of ours: the peer went away without a close frame.
+                    lost = msg.type in (WSMsgType.CLOSED, WSMsgType.ERROR) and not self._close_queued
+                    self._lost = self._lost or lost
+                    break
+        except asyncio.CancelledError:
+            # aiohttp cancels the handler when the connection is lost (handler_cancellation); a shutdown
+            # has queued its close (1012) before that.
+            self._lost = self._lost or not self._close_queued
+            raise
         finally:
             await self._shutdown()
 
@@ -162,8 +182,33 @@ class WsConnection:
             self._handed_off = await self._handoff.seal(self.tenant, last)
         self._request_close(CLOSE_SERVICE_RESTART, "server draining")
 
+    async def take_over(self) -> None:
+        """A new connection with this client's resume key opened on this box: end this one as dropped
+        (its responses are parked for the new one) and return once it has."""
+        self._lost = True
+        self._closing = True
+        if self._sender is not None:
+            self._sender.cancel()
+        self._abort()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wait_closed(), _CLOSE_TIMEOUT)
+
+    async def _resume_or_take_handoff(self) -> None:
+        """Once, before the first frame is read: the responses parked under the client's resume key
+        (taking over a live connection with that key first), else the sealed handoff of a drained box."""
+        ticket = self._resume
+        if ticket is not None:
+            previous = ticket.attach(self)
+            if previous is not None:
+                _LOG.info("a connection with the same resume key took over a live one")
+                await previous.take_over()
+            cache = ticket.take()
+            if cache is not None and self.session.restore(cache):
+                return
+        await self._take_handoff()
+
     async def _take_handoff(self) -> None:
-        """Once, before the first frame is read: install the sealed response a drained box left."""
+        """Install the sealed response a drained box left for this key."""
         if self._handoff is not None:
             record = await self._handoff.take(self.tenant)
             if record is not None:
@@ -259,7 +304,7 @@ class WsConnection:
         except asyncio.QueueFull:
             # Not even a close frame could get through a full socket: drop the connection.
             _LOG.warning("client is not reading: %d frames queued; aborting", self._frames.qsize())
-            self._closing = True
+            self._closing = self._lost = True
             if self._sender is not None:
                 self._sender.cancel()
             self._abort()
@@ -288,6 +333,7 @@ class WsConnection:
                 self._send_started = None
         except (ConnectionError, RuntimeError) as exc:
             _LOG.info("websocket send failed (%s); closing", type(exc).__name__)
+            self._lost = self._lost or not self._close_queued
             self._closing = True
             await self._close_now(CLOSE_POLICY, "send failed")
 
@@ -297,7 +343,7 @@ class WsConnection:
         started = self._send_started
         if started is not None and self._loop.time() - started > timeout:
             _LOG.warning("a frame could not be sent for %.0fs; aborting the connection", timeout)
-            self._closing = True
+            self._closing = self._lost = True
             if self._sender is not None:
                 self._sender.cancel()
             self._abort()
@@ -341,7 +387,9 @@ class WsConnection:
             with contextlib.suppress(asyncio.CancelledError):
                 await turn
         self._closing = True
-        self._apply(self.session.close(keep_chain=self._handed_off))
+        self._apply(self.session.close(keep_chain=self._handed_off, parked=self._park()))
+        if self._resume is not None:
+            self._resume.detach(self)
         sender = self._sender
         if sender is not None and not sender.done():
             if self._close_queued and not self.ws.closed:
@@ -354,6 +402,13 @@ class WsConnection:
         await self._close_now(CLOSE_SERVICE_RESTART, "closing")
         self.metrics.websocket_connections.dec()
         self._done.set()
+
+    def _park(self) -> bool:
+        """Park the connection-local responses of a dropped keyed connection (its turns are cancelled)."""
+        if not self._lost or self._resume is None or self._handed_off:
+            return False
+        cache = self.session.cached()
+        return cache is not None and self._resume.park(cache)
 
 
 def _is_utf8(raw: bytes) -> bool:
