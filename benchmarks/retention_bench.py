@@ -32,8 +32,8 @@ import asyncio
 import json
 import os
 import random
+import socket
 import statistics
-import subprocess
 import sys
 import urllib.request
 from dataclasses import dataclass, field
@@ -46,6 +46,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import box_bench  # noqa: E402
 from box_bench import INSTRUCTIONS, KEY, MODEL, TOOLS, tool_output  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
@@ -59,28 +60,30 @@ TERMINAL = ("response.completed", "response.failed", "response.incomplete", "err
 # ----------------------------------------------------------------------------------------------- cluster
 @dataclass
 class Cluster:
-    worker: subprocess.Popen[str]
-    box: subprocess.Popen[str]
+    """box_bench's worker + box processes, the worker with a small KV budget and its /metrics served."""
+
+    processes: box_bench.Cluster
     base_url: str
     worker_metrics: str
 
     @classmethod
-    def start(cls, kv_budget: int, share: float, speed: float) -> Cluster:
+    def launch(cls, kv_budget: int, share: float, speed: float) -> Cluster:
         env = {**os.environ, "TETHER_WORKER_LOG_LEVEL": "WARNING"}
         python = sys.executable
-        worker, line = _start(
-            [python, "-m", "gpu_worker", "--port", "0", "--metrics-port", "0", "--speed", str(speed),
-             "--kv-budget-tokens", str(kv_budget), "--retained-share", str(share)],
+        metrics_port = _free_port()
+        worker, target = box_bench._start(
+            [python, "-m", "gpu_worker", "--port", "0", "--metrics-port", str(metrics_port), "--speed",
+             str(speed), "--kv-budget-tokens", str(kv_budget), "--retained-share", str(share)],
             env,
             "tether-gpu-worker serving",
         )  # fmt: skip
-        box, box_line = _start(
-            [python, "-m", "api_box", "--port", "0", "--admin-port", "-1", "--dev", "--workers",
-             line.split()[2], "--log-level", "WARNING"],
+        box, url = box_bench._start(
+            [python, "-m", "api_box", "--port", "0", "--admin-port", "-1", "--dev", "--workers", target,
+             "--log-level", "WARNING"],
             env,
             "tether-api-box serving",
         )  # fmt: skip
-        return cls(worker, box, box_line.split()[2], line.split()[4])
+        return cls(box_bench.Cluster(worker, box, url), url, f"http://127.0.0.1:{metrics_port}/metrics")
 
     def scrape(self) -> dict[str, float]:
         """The worker's samples, `name{label=value}` -> value."""
@@ -94,22 +97,13 @@ class Cluster:
         return samples
 
     def stop(self) -> None:
-        for proc in (self.box, self.worker):
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        self.processes.stop()
 
 
-def _start(cmd: list[str], env: dict[str, str], prefix: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if not line.startswith(prefix):
-        proc.kill()
-        raise RuntimeError(f"{cmd[2]} did not start: {line!r}")
-    return proc, line
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 # ------------------------------------------------------------------------------------------------ agents
@@ -203,7 +197,7 @@ def opts_in(arm: str, index: int) -> bool:
 
 
 async def run_arm(arm: str, work: Workload, args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    cluster = await asyncio.to_thread(Cluster.start, args.kv_budget, args.retained_share, args.speed)
+    cluster = await asyncio.to_thread(Cluster.launch, args.kv_budget, args.retained_share, args.speed)
     try:
         agents = [
             run_agent(cluster.base_url, i, opts_in(arm, i), work, random.Random(seed * 1000 + i))
