@@ -7,6 +7,7 @@
     async for ev in pool.generate(req):      # Prefill, then TextDelta | CallStart | CallDelta, then Done
         ...
     await pool.drop(cache_key)               # best effort DropSession on the owner
+    await pool.stop(request_id)              # end a running generation early (Done "stopped")
     await pool.close()
 
 Semantics of `generate`:

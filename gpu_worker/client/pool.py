@@ -103,6 +103,7 @@ class WorkerPool:
         self._described: dict[str, ModelDescription | None] = {}
         # The model of recent chains, so DropSession reaches the worker that served them (bounded).
         self._chain_models: OrderedDict[str, str] = OrderedDict()
+        self._running: dict[str, str] = {}  # request id -> the worker streaming it now (for stop)
 
     # ------------------------------------------------------------------------------------ lifecycle
     @property
@@ -281,6 +282,7 @@ class WorkerPool:
         call = self._stubs[target].Generate(request_to_pb(req, full=full), timeout=remaining)
         done = False
         self._in_flight[target] += 1
+        self._running[req.request_id] = target
         try:
             async for message in call:
                 event = event_from_pb(message, target)
@@ -291,6 +293,8 @@ class WorkerPool:
             raise _classify(exc, target) from None
         finally:
             self._in_flight[target] -= 1
+            if self._running.get(req.request_id) == target:
+                del self._running[req.request_id]
             call.cancel()  # no-op when the call finished; stops the worker when our consumer left early
         if not done:
             raise WorkerError("the stream ended without a Done event", code="INTERNAL", target=target)
@@ -309,6 +313,22 @@ class WorkerPool:
                     "deadline passed while connecting", code="DEADLINE_EXCEEDED", target=target
                 ) from None
             raise _Unreachable(f"not connected within {timeout:.1f}s") from None
+
+    async def stop(self, request_id: str) -> bool:
+        """Ask the worker streaming `request_id` to end it early (Stop: a steered response); True when
+        it runs there. The stream then ends with Done finish_reason "stopped", or as usual when the
+        output holds a tool call or the engine cannot stop early. Never raises."""
+        target = self._running.get(request_id)
+        if target is None:
+            return False
+        try:
+            reply = await self._stubs[target].Stop(
+                pb.StopRequest(request_id=request_id), timeout=self._connect_timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            _LOG.info("Stop on %s failed: %s", target, exc.code().name)
+            return False
+        return bool(reply.stopping)
 
     async def drop(self, cache_key: str) -> bool:
         """Best effort DropSession where the chain lives: its owner under affinity, every worker of its

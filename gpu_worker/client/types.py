@@ -99,7 +99,7 @@ class Done:
     """The last event. The worker now holds `chain_len` tokens for the cache key (prompt + output),
     with digest `chain_digest`: the box's next `held_len`/`held_digest`."""
 
-    finish_reason: str  # "stop" | "length" | "tool_call"
+    finish_reason: str  # "stop" | "length" | "tool_call" | "stopped" (pool.stop)
     prompt_tokens: int
     cached_tokens: int
     output_tokens: int

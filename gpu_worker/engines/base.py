@@ -13,6 +13,10 @@ engines with real tensors, the KV memory behind each chain. Contract:
 - Cancellation (the consumer stops iterating / the task is cancelled) must free the batch slot and leave
   the engine's state for `job.key` either as before the call or dropped; the shell drops the chain then.
 - `drop(key)` frees everything held for a chain; unknown keys are ignored.
+- `job.stop` is set when the client asks to end the generation early (a steered response). An engine that
+  honours it ends at its next token boundary while the output holds no tool call, with
+  `Finished("length", the ids so far)`, exactly as if max_output_tokens had been reached there (and holds
+  the KV as it would then). An output with a call, or an engine that does not look, runs to its end.
 """
 
 from __future__ import annotations
@@ -32,9 +36,23 @@ __all__ = [
     "Finished",
     "GenerationJob",
     "Prefilled",
+    "StopSignal",
     "TextChunk",
     "ToolSpec",
 ]
+
+
+class StopSignal:
+    """Set once when the generation should end early (see the module docstring); never cleared."""
+
+    __slots__ = ("requested",)
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def set(self) -> None:
+        """Ask the engine to stop at its next token boundary."""
+        self.requested = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +73,7 @@ class GenerationJob:
     temperature: float = 0.0
     top_p: float = 1.0
     generate: bool = True
+    stop: StopSignal = field(default_factory=StopSignal, compare=False, repr=False)
 
     @property
     def computed_len(self) -> int:

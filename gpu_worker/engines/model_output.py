@@ -69,6 +69,7 @@ class ModelOutput:
         self._ids: list[int] = []
         self._unreported = 0  # ids sampled since the last chunk
         self._calls = 0
+        self._held = 0  # characters the parser holds back (they may begin a call)
         self._malformed = 0
         self.stopped = False  # a stop id was sampled: the output is complete
 
@@ -76,6 +77,12 @@ class ModelOutput:
     def ids(self) -> tuple[int, ...]:
         """Every id pushed so far (the stop id included)."""
         return tuple(self._ids)
+
+    @property
+    def stoppable(self) -> bool:
+        """The output so far is plain text, all of it reported: a stop may end it here (no call has
+        started, and the parser holds back nothing that may begin one)."""
+        return self._calls == 0 and self._held == 0 and not self.stopped
 
     @property
     def rejected_blocks(self) -> int:
@@ -97,7 +104,10 @@ class ModelOutput:
         joined = "".join(text)
         if not joined:
             return []
-        return self._events(self._parser.feed(joined) if self._parser is not None else [TextOut(joined)])
+        if self._parser is None:
+            return self._events([TextOut(joined)])
+        self._held += len(joined)
+        return self._events(self._parser.feed(joined))
 
     def finish(self, reason: str) -> list[EngineEvent]:
         """The last events, ending with `Finished`. `reason` is the engine's: "stop" or "length"."""
@@ -121,6 +131,7 @@ class ModelOutput:
         out: list[EngineEvent] = []
         for item in parsed:
             if isinstance(item, TextOut):
+                self._held = max(0, self._held - len(item.text))
                 out.append(TextChunk(text=item.text, tokens=self._take()))
             elif isinstance(item, CallBegin):
                 self._calls += 1

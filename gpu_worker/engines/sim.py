@@ -4,7 +4,9 @@ event loop, so every token arrives when the calibrated GPU would have produced i
 observable from outside. `speed` scales every delay (0: none at all, for tests and overhead benchmarks).
 
 The output ids are exactly the chat-format rendering of the item (wire/chat.py): `[ASSISTANT] text [END]`
-or `[CALL] name [ARGS] arguments [END]`, cut at max_output_tokens (finish_reason "length").
+or `[CALL] name [ARGS] arguments [END]`, cut at max_output_tokens (finish_reason "length"). A text answer
+whose job's stop signal is set ends after the token being produced, cut there as at max_output_tokens; a
+call runs to its end.
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ class PlannedOutput:
     ids: tuple[int, ...]
     per_token: tuple[tuple[EngineEvent, ...], ...]  # the events each output token releases
     finish_reason: str
+
+    @property
+    def is_text(self) -> bool:
+        """An assistant message (which a stop may cut), not a tool call."""
+        return self.ids[:1] == (Special.ASSISTANT,)
 
 
 def plan_output(job: GenerationJob, settings: AgentSettings) -> PlannedOutput:
@@ -143,10 +150,13 @@ class SimEngine:
         self._wakeup.set()
         try:
             yield Prefilled(queue_seconds=_expect_float(await inbox.get()))
-            for events in output.per_token:
+            for produced, events in enumerate(output.per_token, 1):
                 _expect_token(await inbox.get())
                 for event in events:
                     yield event
+                if job.stop.requested and output.is_text and produced < len(output.ids):
+                    yield Finished("length", output.ids[:produced])  # stopped: cut as at a length limit
+                    return
             yield Finished(output.finish_reason, output.ids)
         finally:
             self._scheduler.cancel(seq_id)  # frees the batch slot when the consumer left early

@@ -18,6 +18,8 @@ Per generation:
 - `Finished` carries vLLM's exact sampled ids, the stop id included;
 - a consumer that goes away (the client cancelled, the box closed the stream) aborts the vLLM request
   (`AsyncLLM.abort` in a `finally`), so its batch slot and KV blocks are freed;
+- a stop (`job.stop`, a steered response) while the output holds no tool call aborts the vLLM request
+  and finishes with the ids sampled so far, as at a length limit; the prefix cache keeps their blocks;
 - errors map onto the worker's tree: a request vLLM refuses is InvalidRequest, a dead or failing engine
   EngineFailure, a stopped engine Draining.
 
@@ -369,6 +371,15 @@ class VllmEngine:
                     if out.finished:
                         reason = completion.finish_reason if completion is not None else None
                         break
+                    if job.stop.requested and job.generate and output.stoppable:
+                        reason = "stopped"  # steered: end here, as at a length limit
+                        break
+            if reason == "stopped":
+                await self._abort(llm, request_id)  # vLLM is still decoding it
+                done = True
+                for event in output.finish("length"):
+                    yield event
+                return
             done = True
             if not prefilled or reason is None:
                 raise EngineFailure(f"vLLM ended request {request_id} without a finished output")

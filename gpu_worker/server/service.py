@@ -5,7 +5,9 @@ on exactly the held prefix; a full chain reuses the longest held prefix) → run
 commit prompt + output as the chain's new entry, marked retained when the request asked for it
 (`retain_seconds`, within the cache's retained share), and evict under the budget. The chain entry
 changes only at that commit, so a cancelled or failed request leaves it as it was; only an engine failure
-(the engine's state is unknown) drops it. A prefix the engine turns out not to hold (it raised
+(the engine's state is unknown) drops it. `stop(request_id)` (the Stop RPC, a steered response) sets the
+running job's stop signal: an engine that honours it ends early and its output so far is committed as at
+max_output_tokens, reported with finish_reason "stopped". A prefix the engine turns out not to hold (it raised
 PreconditionFailed for its `reuse_from`) is forgotten and the job rerun once from scratch, before any
 event went out.
 """
@@ -107,6 +109,7 @@ class WorkerService:
         self._idle.set()
         self._anon_keys: set[str] = set()
         self._anon_seq = itertools.count(1)
+        self._flights: dict[str, _Flight] = {}  # running generations by request id (for stop)
 
     @property
     def active(self) -> int:
@@ -123,6 +126,14 @@ class WorkerService:
         self.engine.drop(key)
         self._update_cache_gauges()
         return freed
+
+    def stop(self, request_id: str) -> bool:
+        """Ask the running generation `request_id` to end early; whether one runs here."""
+        flight = self._flights.get(request_id)
+        if flight is None:
+            return False
+        flight.plan.job.stop.set()
+        return True
 
     async def generate(self, request: WorkRequest) -> AsyncIterator[pb.GenerateEvent]:
         """The event stream of one request (raises WorkerError subclasses before or during it)."""
@@ -236,9 +247,14 @@ class WorkerService:
         if plan.keyless:
             self._anon_keys.add(plan.job.key)
         self.metrics.queue_depth.inc()
-        return _Flight(plan)
+        flight = _Flight(plan)
+        if plan.job.request_id:
+            self._flights[plan.job.request_id] = flight
+        return flight
 
     def _end(self, flight: _Flight) -> None:
+        if self._flights.get(flight.plan.job.request_id) is flight:
+            del self._flights[flight.plan.job.request_id]
         self._unpin(flight)
         self._anon_keys.discard(flight.plan.job.key)
         (self.metrics.running if flight.running else self.metrics.queue_depth).dec()
@@ -304,8 +320,9 @@ class WorkerService:
             self.metrics.retention_requests.labels(result="granted" if retained else "denied").inc()
         self._forget_evicted(evicted)
         self.metrics.output_tokens.inc(len(output))
+        stopped = job.stop.requested and finished.finish_reason == "length"
         done = pb.Done(
-            finish_reason=finished.finish_reason,
+            finish_reason="stopped" if stopped else finished.finish_reason,
             prompt_tokens=len(plan.prompt),
             cached_tokens=job.reuse_len if flight.cached is None else flight.cached,
             output_tokens=len(output),

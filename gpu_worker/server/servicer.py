@@ -95,6 +95,15 @@ class WorkerServicer(pb_grpc.WorkerServicer):
         message: pb.ModelDescription = description_to_pb(self._service.description)
         return message
 
+    async def Stop(
+        self, request: pb.StopRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.StopResponse:
+        """End a running generation early (a steered response); whether one with that id runs here."""
+        if not request.request_id:
+            status = status_of(InvalidRequest("request_id is empty"))
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        return pb.StopResponse(stopping=self._service.stop(request.request_id))
+
     async def DropSession(
         self, request: pb.DropSessionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DropSessionResponse:

@@ -186,6 +186,18 @@ class GenerateEvent(_message.Message):
     done: Done
     def __init__(self, prefill: _Optional[_Union[Prefill, _Mapping]] = ..., text: _Optional[_Union[TextDelta, _Mapping]] = ..., call_start: _Optional[_Union[FunctionCallStart, _Mapping]] = ..., call_delta: _Optional[_Union[FunctionCallDelta, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ...) -> None: ...
 
+class StopRequest(_message.Message):
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+
+class StopResponse(_message.Message):
+    __slots__ = ("stopping",)
+    STOPPING_FIELD_NUMBER: _ClassVar[int]
+    stopping: bool
+    def __init__(self, stopping: _Optional[bool] = ...) -> None: ...
+
 class DropSessionRequest(_message.Message):
     __slots__ = ("cache_key",)
     CACHE_KEY_FIELD_NUMBER: _ClassVar[int]

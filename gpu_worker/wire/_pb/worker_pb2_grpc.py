@@ -39,6 +39,11 @@ class WorkerStub:
                 request_serializer=worker__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=worker__pb2.GenerateEvent.FromString,
                 _registered_method=True)
+        self.Stop = channel.unary_unary(
+                '/tether.worker.v1.Worker/Stop',
+                request_serializer=worker__pb2.StopRequest.SerializeToString,
+                response_deserializer=worker__pb2.StopResponse.FromString,
+                _registered_method=True)
         self.DropSession = channel.unary_unary(
                 '/tether.worker.v1.Worker/DropSession',
                 request_serializer=worker__pb2.DropSessionRequest.SerializeToString,
@@ -69,6 +74,17 @@ class WorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stop(self, request, context):
+        """End a running generation early (a steered response): the generation whose request_id is given ends
+        at its next token boundary while its output holds no tool call, with Done finish_reason "stopped",
+        the ids generated so far committed as the chain (as at max_output_tokens). An output with a tool call,
+        or an engine that cannot stop early, runs to its end as usual. `stopping` is false when no generation
+        with that id runs on this worker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DropSession(self, request, context):
         """Forget a chain (a deleted response, a closed store:false connection). Idempotent.
         """
@@ -92,6 +108,11 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=worker__pb2.GenerateRequest.FromString,
                     response_serializer=worker__pb2.GenerateEvent.SerializeToString,
+            ),
+            'Stop': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stop,
+                    request_deserializer=worker__pb2.StopRequest.FromString,
+                    response_serializer=worker__pb2.StopResponse.SerializeToString,
             ),
             'DropSession': grpc.unary_unary_rpc_method_handler(
                     servicer.DropSession,
@@ -131,6 +152,33 @@ class Worker:
             '/tether.worker.v1.Worker/Generate',
             worker__pb2.GenerateRequest.SerializeToString,
             worker__pb2.GenerateEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tether.worker.v1.Worker/Stop',
+            worker__pb2.StopRequest.SerializeToString,
+            worker__pb2.StopResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -426,3 +426,34 @@ async def test_vllm_series_are_exported_on_the_worker_registry(started: Callable
     assert "vllm:num_requests_waiting" in text
     assert "vllm:kv_cache_usage_perc" in text
     assert "tether_" not in text  # only vLLM's families travel
+
+
+async def test_a_stop_ends_a_text_output_with_the_ids_so_far(started: Callable[..., object]) -> None:
+    fake = FakeVllm(says("one ", "two ", "three"))
+    fake.gate = asyncio.Event()
+    engine = await started(fake)  # type: ignore[misc]
+    job = _job(PROMPT)
+    stream = engine.generate(job)
+    assert isinstance(await anext(stream), Prefilled)
+    assert isinstance(await anext(stream), TextChunk)  # "one "
+    job.stop.set()  # the box steered the response
+    fake.gate.set()
+    rest = [event async for event in stream]
+    finished = rest[-1]
+    assert isinstance(finished, Finished)
+    assert finished.finish_reason == "length"  # cut as at a limit; the service reports "stopped"
+    assert list(finished.output_ids) == ids_of("one ")  # what was sampled before the stop, no stop id
+    assert fake.requests[0].aborted  # vLLM stops decoding it
+    assert engine.in_flight == 0
+
+
+async def test_a_stop_does_not_cut_a_tool_call(started: Callable[..., object]) -> None:
+    fake = FakeVllm(says(CALL_TEXT[:30], CALL_TEXT[30:]))
+    engine = await started(fake)  # type: ignore[misc]
+    job = _job(PROMPT, tools=(TOOL,))
+    job.stop.set()
+    events = await _run(engine, job)
+    finished = events[-1]
+    assert isinstance(finished, Finished)
+    assert finished.finish_reason == "tool_call"
+    assert list(finished.output_ids) == [*ids_of(CALL_TEXT), IM_END]
