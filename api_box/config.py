@@ -50,6 +50,9 @@ class Settings:
     max_queued_creates: int = 64  # per WebSocket connection, across its lanes
     ws_max_in_flight: int = 16  # responses running at once on one connection (different stream_id lanes)
     ws_max_streams: int = 32  # distinct named lanes (stream_id) per connection
+    # response.steer (api_box/core/steer.py): off answers every steer steering_not_supported.
+    ws_steering: bool = True
+    ws_max_pending_steers: int = 8  # accepted steers waiting for one response
     ws_max_connections: int = 10_000  # open WebSockets; past it an upgrade is answered 426 (clients use HTTP)
     send_queue_frames: int = 4096
     send_timeout_seconds: float = 30.0
@@ -111,6 +114,7 @@ class Settings:
             "max_queued_creates": self.max_queued_creates >= 0,
             "ws_max_in_flight": self.ws_max_in_flight >= 1,
             "ws_max_streams": self.ws_max_streams >= 0,
+            "ws_max_pending_steers": self.ws_max_pending_steers >= 1,
             "ws_max_connections": self.ws_max_connections >= 0,
             "send_queue_frames": self.send_queue_frames >= 8,
             "send_timeout_seconds": self.send_timeout_seconds > 0,

@@ -10,7 +10,7 @@ end of generation) into the Responses streaming events, in the order OpenAI's st
         → response.function_call_arguments.done → response.output_item.done
       → response.output_item.added (custom_tool_call) → response.custom_tool_call_input.delta ×N
         → response.custom_tool_call_input.done → response.output_item.done
-    → response.completed | response.incomplete (max_output_tokens) | response.failed
+    → response.completed | response.incomplete (max_output_tokens, or steered) | response.failed
 
 The same event objects go out as WebSocket text frames and as SSE `data:` lines. `sequence_number` starts at
 0 for every response, as in SSE (OpenAI does not document whether a WebSocket carries it across
@@ -221,11 +221,13 @@ class ResponseEvents:
         ]
 
     def finish(self, usage: Usage, *, finish_reason: str, completed_at: int) -> list[Event]:
-        """Close open items and end with response.completed (or response.incomplete at max_output_tokens)."""
-        incomplete = finish_reason == "length"
+        """Close open items and end with response.completed (or response.incomplete at max_output_tokens,
+        or when a response.steer stopped it: the worker's finish reason "stopped")."""
+        incomplete = finish_reason in ("length", "stopped")
         events = self._close_open("incomplete" if incomplete else "completed")
         status = "incomplete" if incomplete else "completed"
-        details = {"reason": "max_output_tokens"} if incomplete else None
+        reason = "steered" if finish_reason == "stopped" else "max_output_tokens"
+        details = {"reason": reason} if incomplete else None
         events.append(
             self._lifecycle(
                 f"response.{status}",
@@ -252,6 +254,12 @@ class ResponseEvents:
             self._open = None
         failure = {"code": error.code, "message": error.message}
         return [self._lifecycle("response.failed", "failed", error=failure)]
+
+    def take_sequence_number(self) -> int:
+        """The next sequence number, for an event the shell sends in this response's stream (a steer's)."""
+        number = self._seq
+        self._seq += 1
+        return number
 
     # -- internals ---------------------------------------------------------------------------------
 

@@ -347,7 +347,8 @@ def _parse(obj: Mapping[str, Any], limits: Limits, *, websocket: bool) -> Create
             raise MissingParameter("Missing required parameter: 'type'.", param="type")
         if event_type != CREATE_EVENT:
             raise UnknownEventType(
-                f"Unsupported event type {_short(event_type)}; only '{CREATE_EVENT}' is accepted.",
+                f"Unsupported event type {_short(event_type)}; '{CREATE_EVENT}' and 'response.steer' are "
+                "accepted.",
                 param="type",
             )
     if _opt_bool(obj, "background", default=False):
@@ -948,6 +949,12 @@ def _content(value: object, param: str, limits: Limits) -> str:
     if len(text) > limits.max_text_chars:
         raise StringTooLong(f"'{param}' is longer than {limits.max_text_chars} characters.", param=param)
     return text
+
+
+def message_content(value: object, param: str, limits: Limits) -> str:
+    """A message's content as a create accepts it (a string, or text and image parts joined), for other
+    events that carry messages (response.steer: api_box/core/steer.py)."""
+    return _content(value, param, limits)
 
 
 def _image(part: Mapping[str, Any], param: str, limits: Limits) -> str:

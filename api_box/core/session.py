@@ -29,6 +29,19 @@ chain); `restore` installs that in the client's next connection, where a lane's 
 name either (the client may not have seen the last one's terminal event before the socket died). A turn
 cancelled by the drop never reaches `turn_finished`: it changes nothing.
 
+Steering (api_box/core/steer.py): a `response.steer` names a response running on this connection (the
+shell reports each response id as it is created: `response_created`). Accepted (up to
+`max_pending_steers` per response): `SteerAccepted`, and on the first one `StopResponse` (the shell asks the
+worker to end it early; it ends incomplete, reason steered, keeping what it generated). When it ends, its
+steers go on in one of three ways: it failed, or the connection is expiring: `SteerFailed` for each; it
+completed waiting for tool outputs: `SteerPending` for each, and they are prepended to the lane's next
+create that continues from it (any other create fails them, response_not_active); otherwise a successor
+starts at once on the same lane, ahead of its queue: the response's create with the steers' messages as
+input, continuing from it (its `response.created` commits them; refused before that: `SteerFailed`
+successor_creation_failed, and the steered response stays the lane's to continue from). A steer for a
+response that is not running: response_already_completed when it is cached here, else
+response_not_found; a warm-up or a compacting response: steering_not_supported.
+
 Close code at the connection limit: 1000. The age limit is not an error of the transport, and the SDK
 treats 1000 as a clean end (no auto-reconnect), which is what a client that must open a new connection
 and resend its context needs (OpenAI documents no close code for the age limit; 1000 or 1008 would both
@@ -38,9 +51,11 @@ be defensible). A drain uses 1012, on which the SDK reconnects.
 from __future__ import annotations
 
 import enum
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from api_box.core.errors import (
     BoxError,
@@ -50,6 +65,19 @@ from api_box.core.errors import (
     TooManyQueued,
 )
 from api_box.core.protocol import CreateRequest
+from api_box.core.steer import (
+    INVALID_INPUT,
+    RESPONSE_ALREADY_COMPLETED,
+    RESPONSE_NOT_ACTIVE,
+    RESPONSE_NOT_FOUND,
+    STEERING_NOT_SUPPORTED,
+    SUCCESSOR_CREATION_FAILED,
+    TOO_MANY_PENDING_STEERS,
+    InvalidSteer,
+    RequiredInput,
+    Steer,
+    SteerRequest,
+)
 from api_box.core.store import ResponseRecord
 
 CLOSE_NORMAL = 1000
@@ -85,6 +113,8 @@ class Arrival:
     create: CreateRequest | RequestError
     received_at: float = 0.0
     size: int = 0
+    steers: tuple[Steer, ...] = ()  # steering input this create commits (a successor, or a continuation)
+    automatic: bool = False  # a successor the box started for steers (the client sent no create)
 
     @property
     def lane(self) -> Lane:
@@ -128,7 +158,45 @@ class ReleaseChain:
     cache_key: str
 
 
-Effect = StartTurn | SendError | Close | ReleaseChain
+@dataclass(frozen=True, slots=True)
+class SteerAccepted:
+    """Send response.steer.accepted."""
+
+    steer: Steer
+    lane: Lane = None
+
+
+@dataclass(frozen=True, slots=True)
+class SteerPending:
+    """Send response.steer.pending: the steered response completed waiting for these tool outputs."""
+
+    steer: Steer
+    required: tuple[RequiredInput, ...]
+    lane: Lane = None
+
+
+@dataclass(frozen=True, slots=True)
+class SteerFailed:
+    """Send response.steer.failed with the input as sent (and the steer's id once it was accepted)."""
+
+    code: str
+    message: str
+    previous_response_id: str
+    raw_input: Any
+    steer_id: str | None = None
+    lane: Lane = None
+
+
+@dataclass(frozen=True, slots=True)
+class StopResponse:
+    """End the running response of `lane` early: it was steered."""
+
+    lane: Lane = None
+
+
+Effect = (
+    StartTurn | SendError | Close | ReleaseChain | SteerAccepted | SteerPending | SteerFailed | StopResponse
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +205,8 @@ class TurnOutcome:
 
     record: ResponseRecord | None
     previous_response_id: str | None
+    required: tuple[RequiredInput, ...] = ()  # the tool calls it ended with (outputs the client owes)
+    refused: str | None = None  # why it was refused before it was created (no response exists)
 
     @property
     def failed(self) -> bool:
@@ -184,12 +254,23 @@ class _LaneState:
     # on a live connection unless `resumed`).
     prior: ResponseRecord | None = None
     resumed: bool = False  # restored after a drop: `prior` may be continued until the lane's next turn
+    arrival: Arrival | None = None  # the running create
+    response_id: str | None = None  # the running response, once created
+    steers: list[Steer] = field(default_factory=list)  # accepted for the running response
+    waiting: _Waiting | None = None  # steers queued for the continuation of a response awaiting tools
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    parent: str
+    steers: tuple[Steer, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class _Finished:
     outcome: TurnOutcome
     lane: Lane
+    now: float = 0.0
 
 
 class ConnectionSession:
@@ -203,6 +284,9 @@ class ConnectionSession:
         max_queued: int,
         max_in_flight: int = 16,
         max_lanes: int = 32,
+        steering: bool = True,
+        max_pending_steers: int = 8,
+        new_steer_id: Callable[[], str] | None = None,
     ) -> None:
         self.state = IDLE
         self.deadline = opened_at + max_age_seconds
@@ -216,6 +300,10 @@ class ConnectionSession:
         self._queued = 0
         self._expired = False
         self._latest: ResponseRecord | None = None
+        self._steering = steering
+        self._max_steers = max_pending_steers
+        counter = itertools.count(1)
+        self._new_steer_id = new_steer_id or (lambda: f"steer_{next(counter)}")
 
     @property
     def queued(self) -> int:
@@ -279,7 +367,35 @@ class ConnectionSession:
         """The running turn of `lane` ended (completed, incomplete or failed)."""
         if now >= self.deadline:
             self._expired = True
-        return _TABLE[(self.state, _TURN_DONE)](self, _Finished(outcome, lane))
+        return _TABLE[(self.state, _TURN_DONE)](self, _Finished(outcome, lane, now))
+
+    def response_created(self, response_id: str, *, lane: Lane = None) -> None:
+        """The running turn of `lane` created its response (a steer may name it from now on)."""
+        state = self._lanes.get(lane)
+        if state is not None and state.running:
+            state.response_id = response_id
+
+    def steer(self, incoming: SteerRequest | InvalidSteer, now: float) -> list[Effect]:
+        """A response.steer arrived (see the module docstring)."""
+        if now >= self.deadline:
+            self._expired = True
+        if isinstance(incoming, InvalidSteer):
+            failed = SteerFailed(
+                INVALID_INPUT, incoming.message, incoming.previous_response_id, incoming.raw_input
+            )
+            return [failed]
+        target = incoming.previous_response_id
+        for lane, state in self._lanes.items():
+            if state.running and state.response_id == target:
+                return self._steer_running(lane, state, incoming)
+        if not self._steering:
+            return [_failed(STEERING_NOT_SUPPORTED, "Steering is turned off on this server.", incoming)]
+        for lane, state in self._lanes.items():
+            if state.last is not None and state.last.response_id == target:
+                message = f"The response '{target}' has completed; send a response.create that continues it."
+                return [_failed(RESPONSE_ALREADY_COMPLETED, message, incoming, lane=lane)]
+        message = f"No response with id '{target}' is running on this connection."
+        return [_failed(RESPONSE_NOT_FOUND, message, incoming)]
 
     def deadline_reached(self, now: float) -> list[Effect]:
         """The shell's timer fired; a no-op before the deadline (timers may fire early)."""
@@ -298,6 +414,7 @@ class ConnectionSession:
         for state in self._lanes.values():
             state.last = state.prior = None
             state.queue.clear()
+            state.steers, state.waiting = [], None
         self._latest = None
         self._ready.clear()
         self._queued = 0
@@ -321,18 +438,35 @@ class ConnectionSession:
 
     def _running_turn_done(self, finished: object) -> list[Effect]:
         assert isinstance(finished, _Finished)
-        state = self._lanes.get(finished.lane)
+        lane, outcome = finished.lane, finished.outcome
+        state = self._lanes.get(lane)
         if state is None or not state.running:
             return []  # not a turn this session started (cannot happen)
         state.running = False
         self._running -= 1
-        effects = self._remember(finished.outcome, finished.lane)
+        arrival, steers = state.arrival, tuple(state.steers)
+        state.arrival, state.response_id, state.steers = None, None, []
+        effects: list[Effect] = []
+        if arrival is not None and arrival.steers and outcome.refused is not None:
+            message = f"The successor response could not be created: {outcome.refused}"
+            effects += [
+                _failed(SUCCESSOR_CREATION_FAILED, message, s.request, s, lane) for s in arrival.steers
+            ]
+        if outcome.record is not None or arrival is None or not arrival.automatic:
+            effects += self._remember(outcome, lane)  # a failed successor keeps the steered response
+        successor: Arrival | None = None
+        if steers:
+            assert arrival is not None
+            successor, settled = self._after_steered(lane, arrival, outcome, steers, finished.now)
+            effects += settled
         if self._expired:
             if self._running == 0:
                 effects += self._close_expired(extra=[])
             return effects
-        if state.queue:
-            self._ready.append(finished.lane)
+        if successor is not None:
+            effects += self._dispatch(successor)  # at once, ahead of the lane's queue
+        elif state.queue:
+            self._ready.append(lane)
         effects += self._pump()
         if self._running == 0:
             self.state = IDLE
@@ -348,6 +482,72 @@ class ConnectionSession:
         return []
 
     # -- helpers -----------------------------------------------------------------------------------
+
+    def _steer_running(self, lane: Lane, state: _LaneState, incoming: SteerRequest) -> list[Effect]:
+        assert state.arrival is not None
+        create = state.arrival.create
+        assert isinstance(create, CreateRequest)
+        if not self._steering:
+            return [
+                _failed(STEERING_NOT_SUPPORTED, "Steering is turned off on this server.", incoming, lane=lane)
+            ]
+        if not create.generate or create.compact_threshold is not None:
+            message = "A warm-up (generate: false) or a compacting response cannot be steered."
+            return [_failed(STEERING_NOT_SUPPORTED, message, incoming, lane=lane)]
+        if self._expired or self.state is CLOSED:
+            message = "This connection is closing; no successor response can start on it."
+            return [_failed(RESPONSE_NOT_ACTIVE, message, incoming, lane=lane)]
+        if len(state.steers) >= self._max_steers:
+            message = f"At most {self._max_steers} steering submissions may wait for one response."
+            return [_failed(TOO_MANY_PENDING_STEERS, message, incoming, lane=lane)]
+        steer = Steer(self._new_steer_id(), incoming)
+        state.steers.append(steer)
+        effects: list[Effect] = [SteerAccepted(steer, lane)]
+        if len(state.steers) == 1:
+            effects.append(StopResponse(lane))
+        return effects
+
+    def _after_steered(
+        self, lane: Lane, arrival: Arrival, outcome: TurnOutcome, steers: tuple[Steer, ...], now: float
+    ) -> tuple[Arrival | None, list[Effect]]:
+        """What becomes of the steers of a response that ended: a successor to start, or events."""
+        record = outcome.record
+        if record is None:
+            message = "The steered response failed; no successor response was created."
+            return None, [_failed(SUCCESSOR_CREATION_FAILED, message, s.request, s, lane) for s in steers]
+        if self._expired:
+            message = "This connection is closing; no successor response can start on it."
+            return None, [_failed(RESPONSE_NOT_ACTIVE, message, s.request, s, lane) for s in steers]
+        if outcome.required:
+            self._lanes[lane].waiting = _Waiting(record.response_id, steers)
+            return None, [SteerPending(s, outcome.required, lane) for s in steers]
+        parent = arrival.create
+        assert isinstance(parent, CreateRequest)
+        create = replace(
+            parent,
+            input=tuple(item for s in steers for item in s.request.items),
+            previous_response_id=record.response_id,
+            compactions=(),
+            compact_threshold=None,
+            images_replaced=0,
+        )
+        size = sum(s.request.size for s in steers)
+        return Arrival(create, now, size, steers=steers, automatic=True), []
+
+    def _with_waiting(self, state: _LaneState, incoming: Arrival) -> tuple[Arrival, list[Effect]]:
+        """A create on a lane whose steers wait for a continuation: they go in front of its input when it
+        continues the steered response, else they fail."""
+        waiting, state.waiting = state.waiting, None
+        assert waiting is not None
+        create = incoming.create
+        assert isinstance(create, CreateRequest)
+        if create.previous_response_id == waiting.parent:
+            items = tuple(item for s in waiting.steers for item in s.request.items)
+            steered = replace(create, input=items + create.input)
+            return replace(incoming, create=steered, steers=waiting.steers), []
+        message = f"The lane continued from another response than '{waiting.parent}'."
+        lane = incoming.lane
+        return incoming, [_failed(RESPONSE_NOT_ACTIVE, message, s.request, s, lane) for s in waiting.steers]
 
     def _admit(self, incoming: Arrival) -> list[Effect]:
         """A create on its lane: run it now when the lane and a slot are free, else queue it."""
@@ -387,10 +587,14 @@ class ConnectionSession:
         if isinstance(rejected, RequestError):
             lane = incoming.lane
             return [SendError(rejected, lane), *self._evict(rejected.previous_response_id, lane)]
-        self._lanes[incoming.lane].running = True
+        state = self._lanes[incoming.lane]
+        effects: list[Effect] = []
+        if state.waiting is not None and not incoming.automatic:
+            incoming, effects = self._with_waiting(state, incoming)
+        state.running, state.arrival = True, incoming
         self._running += 1
         self.state = RUNNING
-        return [StartTurn(incoming)]
+        return [*effects, StartTurn(incoming)]
 
     def _remember(self, outcome: TurnOutcome, lane: Lane) -> list[Effect]:
         state = self._lanes[lane]
@@ -453,3 +657,16 @@ _TABLE: dict[tuple[ConnState, str], _Handler] = {
     (CLOSED, _TURN_DONE): ConnectionSession._ignore,
     (CLOSED, _DEADLINE): ConnectionSession._ignore,
 }
+
+
+def _failed(
+    code: str, message: str, request: SteerRequest, steer: Steer | None = None, lane: Lane = None
+) -> SteerFailed:
+    return SteerFailed(
+        code,
+        message,
+        request.previous_response_id,
+        request.raw_input,
+        steer.steer_id if steer is not None else None,
+        lane,
+    )

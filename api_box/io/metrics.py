@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from api_box.core.errors import all_codes
+from api_box.core.steer import STEER_CODES
 
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 40, 80,
@@ -25,6 +26,9 @@ IMAGE_HANDLINGS = ("placeholder",)  # images sent to a model without vision beco
 COMPACTION_RESULTS = ("made", "expanded", "rejected")
 # Dropped WebSockets parked for a resume (api_box/io/resume.py), by what became of them.
 PARKED_RESULTS = ("parked", "resumed", "expired", "evicted", "replaced", "skipped", "shutdown")
+# response.steer submissions (api_box/core/steer.py): accepted, committed by a successor's response.created,
+# left pending for tool outputs, or failed (by code in tether_box_steer_failures_total).
+STEER_RESULTS = ("accepted", "committed", "pending", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,8 @@ class BoxMetrics:
     parked_connections: Gauge
     parked_bytes: Gauge
     resume_wait_seconds: Histogram
+    steers: Counter
+    steer_failures: Counter
 
 
 def build_metrics(registry: CollectorRegistry, *, version: str) -> BoxMetrics:
@@ -174,6 +180,12 @@ def build_metrics(registry: CollectorRegistry, *, version: str) -> BoxMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         ),
+        steers=Counter(
+            "tether_box_steers_total", "response.steer submissions, by outcome", ["result"], registry=r
+        ),
+        steer_failures=Counter(
+            "tether_box_steer_failures_total", "response.steer.failed events, by code", ["code"], registry=r
+        ),
     )
     _initialise_labels(metrics)
     return metrics
@@ -206,6 +218,10 @@ def _initialise_labels(m: BoxMetrics) -> None:
         m.compactions.labels(result)
     for result in PARKED_RESULTS:
         m.parked.labels(result)
+    for result in STEER_RESULTS:
+        m.steers.labels(result)
+    for code in STEER_CODES:
+        m.steer_failures.labels(code)
 
 
 WORKER_CALL_RESULTS = ("ok", "resend", "failover", "error")

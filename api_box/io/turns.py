@@ -14,6 +14,11 @@ status). A failure after response.created ends the response with response.failed
 model_overloaded, a worker that failed or timed out server_error. A stateless turn (HTTP, store:false, no
 previous_response_id) keeps nothing: no chain is committed and no record is made. The record of a
 store:false turn goes back to the caller in `TurnResult.outcome` (WebSocket mode keeps it per lane).
+
+Steering (WebSocket): the caller may pass a `TurnControl`; it learns the response id before
+`response.created` goes out, numbers its own events in the response's stream, and when a steer sets
+`stop_requested` the worker is asked to end the generation early (`WorkerPool.stop`, sent at the next
+worker event until the worker has it); the response then ends incomplete with reason `steered`.
 """
 
 from __future__ import annotations
@@ -111,6 +116,29 @@ class TurnResult:
         return str(self.resource["status"])
 
 
+class TurnControl:
+    """The WebSocket shell's handle on one response (api_box/io/ws.py): see the module docstring."""
+
+    __slots__ = ("events", "on_created", "response_id", "stop_requested", "stop_sent")
+
+    def __init__(self, on_created: Callable[[str], None] | None = None) -> None:
+        self.on_created = on_created
+        self.events: ResponseEvents | None = None
+        self.response_id: str | None = None
+        self.stop_requested = False
+        self.stop_sent = False
+
+    def created(self, events: ResponseEvents) -> None:
+        """The response exists (called before response.created is sent)."""
+        self.events, self.response_id = events, events.response_id
+        if self.on_created is not None:
+            self.on_created(events.response_id)
+
+    def sequence_number(self) -> int:
+        """The next sequence number of the response's stream (0 before it exists)."""
+        return self.events.take_sequence_number() if self.events is not None else 0
+
+
 @dataclass(frozen=True, slots=True)
 class _Turn:
     """One response in progress: what `run` decided, shared by the steps that stream and finish it."""
@@ -128,6 +156,7 @@ class _Turn:
     context_bytes: int
     stateless: bool  # HTTP full context: nothing is kept and the worker gets no cache key
     compaction: str | None = None  # the input was compacted (context_management): the item's content
+    control: TurnControl | None = None
 
 
 class _Timing:
@@ -278,6 +307,7 @@ class TurnRunner:
         received_at: float,
         request_bytes: int,
         local: ConnectionSession | None = None,
+        control: TurnControl | None = None,
     ) -> TurnResult:
         """Run one response; raises the RequestError that refuses it before it is created."""
         create = self.open_compactions(create, tenant)
@@ -329,6 +359,7 @@ class TurnRunner:
             context_bytes=context_bytes,
             stateless=stateless,
             compaction=compaction,
+            control=control,
         )
         token = RESPONSE_ID.set(turn.response_id)  # every log line of this turn names its response
         try:
@@ -360,6 +391,8 @@ class TurnRunner:
     async def _respond(self, turn: _Turn) -> TurnResult:
         template = response_template(turn.create, response_id=turn.response_id, created_at=int(self.wall()))
         events = ResponseEvents(template, new_id, turn.create.tools)
+        if turn.control is not None:
+            turn.control.created(events)
         try:
             done = await self._stream(turn, self._request(turn), events)
         except BaseException as exc:
@@ -442,6 +475,9 @@ class TurnRunner:
                     timing.delta()
                 for event in out:
                     await emit(event)
+                control = turn.control
+                if control is not None and control.stop_requested and not control.stop_sent:
+                    control.stop_sent = await self.pool.stop(request.request_id)
         finally:
             # Leaving early (the client went away) must cancel the RPC now, not at garbage collection.
             close = getattr(stream, "aclose", None)

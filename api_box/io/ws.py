@@ -22,6 +22,11 @@ Sealed handoff (api_box/io/sealed.py): a connection opened with X-Tether-Handoff
 store:false response left under that key before reading its first frame, and seals its own last
 store:false response before its drain close.
 
+Steering (api_box/core/steer.py, api_box/core/session.py): a `response.steer` frame is parsed and fed to
+the state machine like a create; its answers (response.steer.accepted / .pending / .failed) are numbered in
+the target response's stream and carry its lane's stream_id; a steered response is asked to stop through
+its TurnControl (api_box/io/turns.py), and its successor runs as a turn of the same lane.
+
 Resume (api_box/io/resume.py): a keyed connection that ends without a close frame (the peer vanished: EOF
 or a reset without a close handshake, no pong, a send that failed, a client that stopped reading) parks
 its connection-local responses for the grace window; the running responses are cancelled first and
@@ -36,7 +41,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -44,7 +49,7 @@ from aiohttp import WSMsgType, web
 from api_box.config import Settings
 from api_box.core.errors import BinaryFrame, InvalidJson, RequestError
 from api_box.core.events import Event
-from api_box.core.protocol import parse_create
+from api_box.core.protocol import decode_json, parse_create_object
 from api_box.core.session import (
     CLOSE_SERVICE_RESTART,
     Arrival,
@@ -56,14 +61,26 @@ from api_box.core.session import (
     ReleaseChain,
     SendError,
     StartTurn,
+    SteerAccepted,
+    SteerFailed,
+    SteerPending,
+    StopResponse,
     TurnOutcome,
+)
+from api_box.core.steer import (
+    STEER_EVENT,
+    accepted_event,
+    failed_event,
+    parse_steer,
+    pending_event,
+    required_inputs,
 )
 from api_box.io.errors import as_box_error, ws_error_event
 from api_box.io.metrics import CLIENT_TO_SERVER, SERVER_TO_CLIENT, BoxMetrics
 from api_box.io.resume import ResumeTicket
 from api_box.io.sealed import KeyedHandoff
 from api_box.io.tasks import TaskSet
-from api_box.io.turns import TurnRunner
+from api_box.io.turns import TurnControl, TurnRunner, new_id
 
 _LOG = logging.getLogger("api_box.ws")
 CLOSE_INVALID_TEXT = 1007
@@ -108,9 +125,13 @@ class WsConnection:
             max_queued=settings.max_queued_creates,
             max_in_flight=settings.ws_max_in_flight,
             max_lanes=settings.ws_max_streams,
+            steering=settings.ws_steering,
+            max_pending_steers=settings.ws_max_pending_steers,
+            new_steer_id=lambda: new_id("steer"),
         )
         self._frames: asyncio.Queue[bytes | _CloseCommand] = asyncio.Queue(settings.send_queue_frames)
         self._turns: dict[Lane, asyncio.Task[None]] = {}  # the running turn of each busy lane
+        self._controls: dict[Lane, TurnControl] = {}  # each lane's latest response (steers number in it)
         self._sender: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._watchdog: asyncio.TimerHandle | None = None
@@ -221,8 +242,13 @@ class WsConnection:
         self._bytes_in.inc(len(raw))
         if self._drain_close is not None:
             return  # closing for a drain: not run, the client resends it after reconnecting
+        limits = self.settings.limits
         try:
-            incoming: object = parse_create(raw, self.settings.limits, websocket=True)
+            obj = decode_json(raw, limits)
+            if obj.get("type") == STEER_EVENT:
+                self._apply(self.session.steer(parse_steer(obj, limits, len(raw)), self._loop.time()))
+                return
+            incoming: object = parse_create_object(obj, limits, websocket=True)
         except InvalidJson as exc:
             if not _is_utf8(raw):
                 self._request_close(CLOSE_INVALID_TEXT, "invalid UTF-8 in a text frame")
@@ -255,10 +281,49 @@ class WsConnection:
                 self._request_close(effect.code, effect.reason)
             elif isinstance(effect, ReleaseChain):
                 self.tasks.spawn(self.runner.pool.drop(effect.cache_key))
+            else:
+                self._steer_effect(effect)
         queued = self.session.queued
         if queued != self._queued_reported:
             self.metrics.create_queue_depth.inc(queued - self._queued_reported)
             self._queued_reported = queued
+
+    def _steer_effect(self, effect: SteerAccepted | SteerPending | SteerFailed | StopResponse) -> None:
+        """Perform a steering effect of the state machine (api_box/core/session.py)."""
+        steers = self.metrics.steers
+        if isinstance(effect, StopResponse):
+            control = self._controls.get(effect.lane)
+            if control is not None:
+                control.stop_requested = True
+            return
+        if isinstance(effect, SteerFailed):
+            steers.labels("failed").inc()
+            self.metrics.steer_failures.labels(effect.code).inc()
+            number = self._sequence_number(effect.lane, effect.previous_response_id)
+            event = failed_event(
+                effect.code,
+                effect.message,
+                previous_response_id=effect.previous_response_id,
+                raw_input=effect.raw_input,
+                steer_id=effect.steer_id,
+                sequence_number=number,
+            )
+            self._send_event(event, effect.lane)  # a lane only when the target response is known
+            return
+        number = self._sequence_number(effect.lane, effect.steer.previous_response_id)
+        if isinstance(effect, SteerAccepted):
+            steers.labels("accepted").inc()
+            self._send_event(accepted_event(effect.steer, number), effect.lane)
+        else:
+            steers.labels("pending").inc()
+            self._send_event(pending_event(effect.steer, effect.required, number), effect.lane)
+
+    def _sequence_number(self, lane: Lane, response_id: str) -> int:
+        """The next number of the stream of `response_id` when it is the lane's latest response, else 0."""
+        control = self._controls.get(lane)
+        if control is None or control.response_id != response_id:
+            return 0
+        return control.sequence_number()
 
     async def _run_turn(self, arrival: Arrival) -> None:
         create = StartTurn(arrival).create
@@ -267,6 +332,12 @@ class WsConnection:
         async def emit(event: Event) -> None:
             self._send_event(event, lane)
 
+        def created(response_id: str) -> None:
+            self.session.response_created(response_id, lane=lane)
+            if arrival.steers:
+                self.metrics.steers.labels("committed").inc(len(arrival.steers))
+
+        self._controls[lane] = control = TurnControl(created)
         try:
             result = await self.runner.run(
                 create,
@@ -276,11 +347,16 @@ class WsConnection:
                 received_at=arrival.received_at,
                 request_bytes=arrival.size,
                 local=self.session,
+                control=control,
             )
             outcome = result.outcome
+            if result.status == "completed":
+                outcome = replace(outcome, required=required_inputs(result.resource["output"]))
         except Exception as exc:  # refused before the response existed: an error event
-            self._send_event(ws_error_event(as_box_error(exc), self.metrics), lane)
-            outcome = TurnOutcome(None, create.previous_response_id)
+            error = as_box_error(exc)
+            if not arrival.automatic:  # a successor the client did not send: its steers fail instead
+                self._send_event(ws_error_event(error, self.metrics), lane)
+            outcome = TurnOutcome(None, create.previous_response_id, refused=error.message)
         if self._turns.get(lane) is asyncio.current_task():
             del self._turns[lane]  # before _apply, which may start the lane's next turn
         try:

@@ -78,6 +78,8 @@ class FakeWorkerPool:
         self.piece_size = 4  # characters per delta
         # Described models by name; empty: the fake workers do not describe a model (they serve any name).
         self.models: dict[str, ModelDescription] = {}
+        self.stops: list[str] = []  # request ids the box asked to stop (a steered text answer ends early)
+        self._running: set[str] = set()
 
     @property
     def call_counts(self) -> Mapping[str, int]:
@@ -107,6 +109,10 @@ class FakeWorkerPool:
     def has_untyped_workers(self) -> bool:
         return not self.models
 
+    async def stop(self, request_id: str) -> bool:
+        self.stops.append(request_id)
+        return request_id in self._running
+
     async def drop(self, cache_key: str) -> bool:
         self.dropped.append(cache_key)
         return self.chains.pop(cache_key, None) is not None
@@ -126,8 +132,19 @@ class FakeWorkerPool:
         )
         if self.gate is not None:
             await self.gate.wait()
-        async for event in self._deltas(reply):
-            yield event
+        self._running.add(req.request_id)
+        text: list[str] = []
+        try:
+            async for event in self._deltas(reply):
+                yield event
+                if isinstance(event, TextDelta):
+                    text.append(event.text)
+                if req.request_id in self.stops and not reply.calls:  # cut as at a length limit
+                    output = chat.render_message("assistant", "".join(text))[:-1]
+                    reply = Reply(text="".join(text), finish_reason="stopped")
+                    break
+        finally:
+            self._running.discard(req.request_id)
         chain = [*req.chain, *output]
         if req.cache_key:
             self.chains[req.cache_key] = chain
