@@ -10,7 +10,9 @@ request can meet its conversation's worker under the box's affinity routing.
 
 The sim engine's agent policy makes the calls: the request carries `metadata["tether.tool_calls"]`
 (gpu_worker/core/agent.py), so the model calls a tool while fewer than that many calls followed the last
-user message, then answers.
+user message, then answers. A model that writes its own output (the torch engine on a real checkpoint) is
+asked instead: `AgentShape(forced_calls=True)` sends tool_choice "required" until `T` calls followed the
+user message, then "none".
 
 `AgentRun` is the client side of one run in one of the three modes:
 
@@ -58,6 +60,7 @@ FIRST_OUTPUT_EVENTS: Final = frozenset(
 )
 TERMINAL_EVENTS: Final = frozenset({"response.completed", "response.failed", "response.incomplete"})
 
+FORCED_MAX_OUTPUT_TOKENS: Final = 16  # a real model's final answer, cut short (its calls end on their own)
 NEXT_TASK_MESSAGE: Final = "Thanks. Now check the other callers of parse_timeout the same way."
 
 # Each entry is one o200k token including its leading space, so N words make N tokens (pre-tokenization
@@ -82,6 +85,9 @@ class AgentShape:
     output_bytes: int = 4096
     history_tokens: int = 0
     model: str = DEFAULT_MODEL
+    # A model that writes its own output (the torch engine on a real checkpoint) is asked for its calls:
+    # tool_choice "required" until T calls followed the user message, then "none"; greedy and short.
+    forced_calls: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.tool_calls <= MAX_TOOL_CALLS:
@@ -248,6 +254,7 @@ class AgentRun:
     previous_id: str | None = None
     _pending: list[dict[str, Any]] = field(default_factory=list)
     _history: list[dict[str, Any]] = field(default_factory=list)
+    _task_calls: int = 0  # calls since the last user message
 
     def __post_init__(self) -> None:
         self.mode = check_mode(self.mode)
@@ -282,12 +289,17 @@ class AgentRun:
                 body["stream"] = True
         body["prompt_cache_key"] = self.run_id
         body["metadata"] = self.metadata
+        if self.shape.forced_calls:
+            body["tool_choice"] = "required" if self._task_calls < self.shape.tool_calls else "none"
+            body.update(temperature=0, max_output_tokens=FORCED_MAX_OUTPUT_TOKENS)
         return body
 
     def record(self, response: Mapping[str, Any]) -> TurnResult:
         """Take the terminal response of the turn just sent; queue the tool outputs it asks for."""
         result = parse_response(response)
-        if result.status != "completed":
+        # A forced run's answer is cut at FORCED_MAX_OUTPUT_TOKENS: "incomplete" ends it like "completed".
+        cut = self.shape.forced_calls and result.status == "incomplete" and not result.calls
+        if result.status != "completed" and not cut:
             raise WorkloadError(
                 f"turn {self.turn + 1} of {self.run_id} ended {result.status or 'without status'}"
             )
@@ -296,6 +308,7 @@ class AgentRun:
         self._pending = []
         self.previous_id = result.response_id
         if result.calls:
+            self._task_calls += len(result.calls)
             for call in result.calls:
                 self._history.append({"type": "function_call", **call})
                 key = f"{self.content_key}/c{self.tool_calls}"
@@ -317,6 +330,7 @@ class AgentRun:
             raise WorkloadError("continue_session() needs a finished run")
         self.finished = False
         self.turn = 0
+        self._task_calls = 0
         self._pending = [user_message(NEXT_TASK_MESSAGE)]
 
     def history_items(self) -> Sequence[dict[str, Any]]:

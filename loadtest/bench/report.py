@@ -343,17 +343,17 @@ def _clusters_section(meta: Mapping[str, Any]) -> list[str]:
     clusters = meta.get("clusters") or []
     if not clusters:
         return []
-    lines = ["## Clusters", "", *_header("for", "workers", "worker routing", "KV budget per worker, tokens")]
+    lines = [
+        "## Clusters",
+        "",
+        *_header("for", "engine", "workers", "worker routing", "KV budget per worker, tokens"),
+    ]
     for c in clusters:
         spec = c["spec"]
-        lines.append(
-            _row(
-                c["purpose"],
-                str(spec["workers"]),
-                spec["worker_routing"],
-                f"{c['worker_kv_budget_tokens']:,}",
-            )
-        )
+        engine = spec.get("engine", "sim")
+        engine = f"sim, speed {spec['speed']:g}" if engine == "sim" else f"{engine}: {meta.get('model', '?')}"
+        budget = f"{c['worker_kv_budget_tokens']:,}"
+        lines.append(_row(c["purpose"], engine, str(spec["workers"]), spec["worker_routing"], budget))
     return [*lines, ""]
 
 

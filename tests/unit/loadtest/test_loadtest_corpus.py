@@ -114,8 +114,8 @@ def test_runs_with_the_corpus_send_the_same_texts_in_every_mode(corpus: Corpus) 
     ]}  # fmt: skip
     outputs = []
     for mode, run_id in (("ws", "ws-a0-r0-1"), ("http_full", "full-a0-r0-2")):
-        run = AgentRun(check_mode(mode), AgentShape(tool_calls=3, output_bytes=500, history_tokens=200), run_id,
-                       texts=corpus, content_key="a0-r0")  # fmt: skip
+        shape = AgentShape(tool_calls=3, output_bytes=500, history_tokens=200)
+        run = AgentRun(check_mode(mode), shape, run_id, texts=corpus, content_key="a0-r0")
         first = run.next_body()
         message = first["input"][0]["content"][0]["text"]
         assert message.startswith(f"Session {run_id}:\n")  # the run id leads: no shared cached prefix

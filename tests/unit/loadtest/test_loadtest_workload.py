@@ -206,3 +206,23 @@ def test_the_api_key_comes_from_the_flag_then_openai_api_key_then_the_dev_key() 
     assert api_key(None, {"OPENAI_API_KEY": "sk-env"}) == "sk-env"
     assert api_key(None, {"OPENAI_API_KEY": ""}) == DEV_API_KEY  # set but empty: not a key
     assert api_key(None, {}) == DEV_API_KEY == "tether-dev-key"
+
+
+def test_forced_calls_ask_for_a_call_until_t_then_for_the_answer() -> None:
+    run = AgentRun("ws", AgentShape(tool_calls=2, output_bytes=50, forced_calls=True), "r1")
+    choices = []
+    for number in (1, 2):
+        body = run.next_body()
+        choices.append(body["tool_choice"])
+        assert (body["temperature"], body["max_output_tokens"]) == (0, 16)
+        run.record(completed(f"resp_{number}", (f"call_{number}", "grep")))
+    choices.append(run.next_body()["tool_choice"])
+    run.record({**completed("resp_3", answer="cut at its token lim"), "status": "incomplete"})
+    assert run.finished
+    assert choices == ["required", "required", "none"]
+    run.continue_session()
+    assert run.next_body()["tool_choice"] == "required"  # a new task: calls again
+    plain = AgentRun("ws", AgentShape(tool_calls=0), "r2")
+    assert "tool_choice" not in plain.next_body()
+    with pytest.raises(WorkloadError, match="ended incomplete"):  # only a forced run's answer may be cut
+        plain.record({**completed("resp_1", answer="cut"), "status": "incomplete"})
