@@ -58,7 +58,9 @@ def test_every_metric_queried_by_a_dashboard_or_rule_is_exported(cluster: LocalC
     exported: set[str] = set()
     for url in cluster.metrics_urls.values():
         exported |= _scrape(url)
-    wanted = referenced_series()
+    # vLLM's own series (`vllm:*`, docs/vllm.md) exist only on a worker running the vllm engine, which needs a
+    # GPU; tests/unit/observability checks that they are in the metric catalog.
+    wanted = {name: places for name, places in referenced_series().items() if not name.startswith("vllm:")}
     missing = {name: sorted(places) for name, places in wanted.items() if name not in exported}
     assert not missing, f"queried but not exported: {missing}"
     # Sanity: the process collector is on every component, so CPU per turn can be read from metrics.
