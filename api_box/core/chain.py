@@ -226,6 +226,7 @@ class PendingTurn:
     agent: AgentCounters  # counters for the request (after this turn's items)
     new_call_ids: dict[str, int]
     fresh: bool  # a new chain (first turn, fork or header change): sent whole
+    start_reason: str = ""  # why a new chain (CHAIN_START_REASONS); "" when the turn extends its base
 
     @property
     def prompt_len(self) -> int:
@@ -266,7 +267,8 @@ def begin_turn(
     known = base.chain.call_ids if base is not None else {}
     check_call_ids(items, known, base.length if base is not None else 0)
     agent = (base.agent if base is not None else AgentCounters()).after_items(items)
-    if base is not None and _extends_in_place(base, header):
+    reason = chain_start_reason(base, header)
+    if base is not None and not reason:
         chain, fresh = base.chain, False
         held_len, held_digest = chain.held_len, chain.held_digest
     else:
@@ -288,12 +290,25 @@ def begin_turn(
     chain.tokens.extend(item_tokens)
     chain.busy = True
     new_call_ids = {call_id: start + offset for call_id, offset in call_offsets.items()}
-    return PendingTurn(chain, start, held_len, held_digest, agent, new_call_ids, fresh)
+    return PendingTurn(chain, start, held_len, held_digest, agent, new_call_ids, fresh, reason)
 
 
-def _extends_in_place(base: ChainRef, header: Header) -> bool:
+# Why a turn starts a new chain instead of appending to its base's: a new conversation, a fork (the base is
+# not the chain's tip), a header change (other instructions or tools, or another model's format), or a
+# chain busy with another turn. Every chat format is append-only, so these are the only reasons.
+CHAIN_START_REASONS = ("new", "fork", "header", "busy")
+
+
+def chain_start_reason(base: ChainRef | None, header: Header) -> str:
+    """Why a turn on `base` with `header` starts a new chain; "" when it extends the chain in place."""
+    if base is None:
+        return "new"
     chain = base.chain
-    return not chain.busy and base.length == chain.length and header.key == chain.header_key
+    if chain.busy:
+        return "busy"
+    if base.length != chain.length:
+        return "fork"
+    return "header" if header.key != chain.header_key else ""
 
 
 def _new_chain(base: ChainRef | None, header: Header, cache_key: str) -> ChainState:

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from api_box.core.chain import CHAIN_START_REASONS
 from api_box.core.errors import all_codes
 from api_box.core.steer import STEER_CODES
 
@@ -47,6 +48,7 @@ class BoxMetrics:
     sessions: Gauge
     session_store_bytes: Gauge
     session_lookups: Counter
+    chain_starts: Counter
     create_queue_depth: Gauge
     cold_restore_seconds: Histogram
     write_behind_queue_depth: Gauge
@@ -111,6 +113,12 @@ def build_metrics(registry: CollectorRegistry, *, version: str) -> BoxMetrics:
         sessions=Gauge("tether_box_sessions", "Responses held in the session store", registry=r),
         session_store_bytes=Gauge(
             "tether_box_session_store_bytes", "Bytes accounted to the session store", registry=r
+        ),
+        chain_starts=Counter(
+            "tether_box_chain_starts_total",
+            "Turns that start a new token chain instead of appending to their base's, by reason",
+            ["reason"],
+            registry=r,
         ),
         session_lookups=Counter(
             "tether_box_session_lookups_total", "previous_response_id lookups", ["result"], registry=r
@@ -206,6 +214,8 @@ def _initialise_labels(m: BoxMetrics) -> None:
         m.errors.labels(code)
     for result in ("memory", "redis", "miss"):
         m.session_lookups.labels(result)
+    for reason in CHAIN_START_REASONS:
+        m.chain_starts.labels(reason)
     for reason in WRITE_BEHIND_DROP_REASONS:
         m.write_behind_dropped.labels(reason)
     for result in SEALED_HANDOFF_RESULTS:

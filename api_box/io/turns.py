@@ -340,6 +340,8 @@ class TurnRunner:
             generate=create.generate,
             rendered=rendered,
         )
+        if pending.start_reason:
+            self.metrics.chain_starts.labels(pending.start_reason).inc()
         if pending.prompt_len == 0:
             abort_turn(pending)
             raise MissingParameter("Missing required parameter: 'input'.", param="input")

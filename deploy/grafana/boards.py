@@ -456,6 +456,15 @@ def _sessions() -> list[Panel]:
             "cps",
             width=8,
         ),
+        timeseries(
+            "New chains / s by reason",
+            "Turns that start a new token chain instead of appending: new conversation, fork, header "
+            "change (instructions, tools or model), busy chain. Forks and header changes resend the "
+            "history to the worker.",
+            [(rate("tether_box_chain_starts_total", "reason"), "{{reason}}")],
+            "cps",
+            width=8,
+        ),
     ]
 
 
@@ -511,6 +520,44 @@ def _handoff() -> list[Panel]:
             "Sealed store:false handoffs / s",
             "store:false chains sealed on drain, restored at connect, missing, rejected or skipped.",
             [(rate("tether_box_sealed_handoffs_total", "result"), "{{result}}")],
+            "cps",
+            width=8,
+        ),
+        timeseries(
+            "Parked dropped sockets / s, by result",
+            "WebSockets cut without a close frame whose client sent a resume key: parked, resumed, expired, "
+            "evicted, replaced, skipped, shutdown (docs/handoff.md).",
+            [(rate("tether_box_parked_total", "result"), "{{result}}")],
+            "cps",
+            width=8,
+        ),
+        timeseries(
+            "Parked sockets and bytes",
+            "Connection-local state waiting for its client to reconnect, per box.",
+            [
+                ("sum by (instance) (tether_box_parked_connections)", "{{instance}} connections"),
+                ("sum by (instance) (tether_box_parked_bytes)", "{{instance}} bytes"),
+            ],
+            "short",
+            width=8,
+        ),
+        timeseries(
+            "Resume wait",
+            "From the cut to the reconnect that took the parked state back.",
+            [
+                (quantile(0.5, "tether_box_resume_wait_seconds"), "p50"),
+                (quantile(0.99, "tether_box_resume_wait_seconds"), "p99"),
+            ],
+            "s",
+            width=8,
+        ),
+        timeseries(
+            "response.steer / s",
+            "Steer submissions by outcome, and failures by code (docs/protocol.md).",
+            [
+                (rate("tether_box_steers_total", "result"), "{{result}}"),
+                (rate("tether_box_steer_failures_total", "code"), "failed {{code}}"),
+            ],
             "cps",
             width=8,
         ),

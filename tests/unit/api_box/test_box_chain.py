@@ -15,6 +15,7 @@ from api_box.core.chain import (
     PendingTurn,
     abort_turn,
     begin_turn,
+    chain_start_reason,
     commit_turn,
     render_items,
 )
@@ -236,3 +237,21 @@ def test_the_box_digest_equals_the_full_digest_on_any_split(tokens: list[int], c
     assert len(digest) == len(tokens)
     assert ChainDigest(tokens, keep_blocks=False).digest() == digest_of(tokens)
     assert not digest.block_hashes
+
+
+def test_why_a_turn_starts_a_new_chain() -> None:
+    ref = first_turn()
+    assert chain_start_reason(None, HEADER) == "new"
+    assert chain_start_reason(ref, HEADER) == ""
+    assert chain_start_reason(ref, HEADERS.header("Other instructions", TOOLS)) == "header"
+    turn = begin_turn(
+        ref, HEADER, (FunctionCallOutputItem("call_1", "ok"),), new_cache_key="x", max_tokens=10**6
+    )
+    assert turn.start_reason == ""
+    assert chain_start_reason(ref, HEADER) == "busy"  # the chain is busy with that turn
+    later = worker_done(turn, chat.render_message("assistant", "done"))
+    assert chain_start_reason(ref, HEADER) == "fork"  # ref is no longer the tip
+    fork = begin_turn(ref, HEADER, (user("again"),), new_cache_key="ck_fork", max_tokens=10**6)
+    assert fork.fresh
+    assert fork.start_reason == "fork"
+    assert later.chain is not fork.chain
