@@ -60,7 +60,7 @@ FIRST_OUTPUT_EVENTS: Final = frozenset(
 )
 TERMINAL_EVENTS: Final = frozenset({"response.completed", "response.failed", "response.incomplete"})
 
-FORCED_MAX_OUTPUT_TOKENS: Final = 16  # a real model's final answer, cut short (its calls end on their own)
+FORCED_MAX_OUTPUT_TOKENS: Final = 16  # a real model's final answer, cut short
 NEXT_TASK_MESSAGE: Final = "Thanks. Now check the other callers of parse_timeout the same way."
 
 # Each entry is one o200k token including its leading space, so N words make N tokens (pre-tokenization
@@ -290,8 +290,11 @@ class AgentRun:
         body["prompt_cache_key"] = self.run_id
         body["metadata"] = self.metadata
         if self.shape.forced_calls:
-            body["tool_choice"] = "required" if self._task_calls < self.shape.tool_calls else "none"
-            body.update(temperature=0, max_output_tokens=FORCED_MAX_OUTPUT_TOKENS)
+            body["temperature"] = 0
+            if self._task_calls < self.shape.tool_calls:
+                body["tool_choice"] = "required"  # a call ends on its own, limited by the box's default
+            else:
+                body.update(tool_choice="none", max_output_tokens=FORCED_MAX_OUTPUT_TOKENS)
         return body
 
     def record(self, response: Mapping[str, Any]) -> TurnResult:

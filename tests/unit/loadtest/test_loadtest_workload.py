@@ -214,9 +214,12 @@ def test_forced_calls_ask_for_a_call_until_t_then_for_the_answer() -> None:
     for number in (1, 2):
         body = run.next_body()
         choices.append(body["tool_choice"])
-        assert (body["temperature"], body["max_output_tokens"]) == (0, 16)
+        assert body["temperature"] == 0
+        assert "max_output_tokens" not in body  # a forced call must not be cut
         run.record(completed(f"resp_{number}", (f"call_{number}", "grep")))
-    choices.append(run.next_body()["tool_choice"])
+    final = run.next_body()
+    assert final["max_output_tokens"] == 16
+    choices.append(final["tool_choice"])
     run.record({**completed("resp_3", answer="cut at its token lim"), "status": "incomplete"})
     assert run.finished
     assert choices == ["required", "required", "none"]
