@@ -38,6 +38,7 @@ __all__ = [
     "Prefilled",
     "StopSignal",
     "TextChunk",
+    "ToolCallCounts",
     "ToolSpec",
 ]
 
@@ -112,9 +113,21 @@ class ArgsChunk:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallCounts:
+    """What a model's tool-call parser made of one output (gpu_worker/engines/model_output.py)."""
+
+    calls: int = 0  # complete calls
+    malformed: int = 0  # calls whose arguments never closed (the output ended inside them)
+    text: int = 0  # call-like blocks left as text (not a call of an offered tool)
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     finish_reason: str  # "stop" | "length" | "tool_call"
     output_ids: tuple[int, ...]
+    # A report beside the output (not part of it, so not compared): None where no parser ran (no tools
+    # offered, tool_choice "none", or an engine whose calls do not come from a model's text).
+    tool_calls: ToolCallCounts | None = field(default=None, compare=False)
 
 
 EngineEvent = Prefilled | TextChunk | CallStart | ArgsChunk | Finished

@@ -1,20 +1,26 @@
-"""A real model's sampled ids as engine events (no I/O, no torch, no vLLM).
+"""A real model's sampled ids as engine events: the part both real-model engines share (no I/O, no
+torch, no vLLM).
 
-An engine that samples freely from a real model (the vllm engine) feeds each new id here and streams
-what comes out:
+The torch engine on a checkpoint (through gpu_worker/engines/model_plan.py, which adds its sampling
+constraints for forced calls) and the vllm engine (gpu_worker/engines/vllm_engine.py) feed each sampled
+id here and stream what comes out:
 
-- text: the ids are detokenized by Tether's own `IncrementalDetokenizer` over the model's tokenizer (the
-  one the worker describes, so the box and the worker read the same text), never by the engine's
-  detokenizer; a stop id (`ModelDescription.stop_token_ids`) ends the output and is never text;
-- tool calls: when tools are offered and `tool_choice` is not "none", the text goes through the model's
-  streaming tool-call parser (gpu_worker/core/toolcalls.py `parser_for`): `CallStart` with a call id made
-  here (`call_` + 24 characters, like the sim's), then `ArgsChunk`s as the arguments stream; text that is
-  not a valid call stays text;
+- **text**: the ids are detokenized by Tether's own `IncrementalDetokenizer` over the model's tokenizer
+  (the one the worker describes, so the box and the worker read the same text), never by the engine's
+  detokenizer; only complete UTF-8 goes out. A stop id (`ModelDescription.stop_token_ids`) ends the
+  output and is never text;
+- **tool calls**: when tools are offered and `tool_choice` is not "none", the text goes through the
+  model's streaming tool-call parser (gpu_worker/core/toolcalls.py `parser_for`): `CallStart` with a call
+  id made here (`call_` + 24 lower-case letters and digits, like the sim's), then `ArgsChunk`s as the
+  arguments stream; text that is not a valid call of an offered tool stays text;
+- **the finish reason**: `length` when the output was cut (the engine's token limit, or a stop: a
+  steered response), else `tool_call` when it holds a complete call and no malformed one, else `stop`;
 - `Finished` carries the exact sampled ids, the stop id included, so the chain holds what the model
-  produced and nothing is re-rendered. Its reason is "tool_call" when a complete call was parsed, else
-  what the engine reported ("stop" or "length").
+  produced and nothing is re-rendered, and what the parser made of the output (`ToolCallCounts`:
+  complete calls, malformed calls, call-like text left as text; None when no parser ran), which the
+  worker counts in `tether_worker_tool_calls_total`.
 
-A chunk's `tokens` counts the ids sampled since the previous chunk (ids that yielded no text yet, such as
+A chunk's `tokens` counts the ids pushed since the previous chunk (ids that yielded no text yet, such as
 the first half of a multi-byte character or a tool-call tag, are counted with the next chunk).
 """
 
@@ -26,13 +32,19 @@ from collections.abc import Callable, Iterable, Sequence
 from gpu_worker.core.toolcalls import (
     CallArgs,
     CallBegin,
-    CallEnd,
     ParsedEvent,
     TextOut,
     ToolCallParser,
     parser_for,
 )
-from gpu_worker.engines.base import ArgsChunk, CallStart, EngineEvent, Finished, TextChunk
+from gpu_worker.engines.base import (
+    ArgsChunk,
+    CallStart,
+    EngineEvent,
+    Finished,
+    TextChunk,
+    ToolCallCounts,
+)
 from gpu_worker.wire.model import ModelDescription
 from gpu_worker.wire.tokenizer import IncrementalDetokenizer, Tokenizer
 
@@ -60,6 +72,7 @@ class ModelOutput:
         call_id: Callable[[], str] = new_call_id,
     ) -> None:
         names = tuple(tool_names)
+        self.tokenizer = tokenizer
         self._stops = frozenset(description.stop_token_ids)
         self._detokenizer = IncrementalDetokenizer(tokenizer)
         self._parser: ToolCallParser | None = (
@@ -67,11 +80,10 @@ class ModelOutput:
         )
         self._call_id = call_id
         self._ids: list[int] = []
-        self._unreported = 0  # ids sampled since the last chunk
-        self._calls = 0
+        self._unreported = 0  # ids pushed since the last chunk
         self._held = 0  # characters the parser holds back (they may begin a call)
-        self._malformed = 0
-        self.stopped = False  # a stop id was sampled: the output is complete
+        self._finished = False
+        self.stopped = False  # a stop id was pushed: the output is complete
 
     @property
     def ids(self) -> tuple[int, ...]:
@@ -80,17 +92,27 @@ class ModelOutput:
 
     @property
     def stoppable(self) -> bool:
-        """The output so far is plain text, all of it reported: a stop may end it here (no call has
-        started, and the parser holds back nothing that may begin one)."""
-        return self._calls == 0 and self._held == 0 and not self.stopped
+        """The output so far is plain text, all of it reported, and still open: a stop may end it here
+        (no call has started, and the parser holds back nothing that may begin one)."""
+        started = self._parser.stats.calls if self._parser is not None else 0
+        return started == 0 and self._held == 0 and not self.stopped and not self._finished
 
     @property
-    def rejected_blocks(self) -> int:
-        """Call-like text the parser left as text (a block whose head names no offered tool)."""
-        return self._parser.stats.rejected_blocks if self._parser is not None else 0
+    def counts(self) -> ToolCallCounts | None:
+        """What the parser made of the output so far (None: no parser runs)."""
+        if self._parser is None:
+            return None
+        stats = self._parser.stats
+        return ToolCallCounts(
+            calls=stats.calls - stats.malformed_calls,
+            malformed=stats.malformed_calls,
+            text=stats.rejected_blocks,
+        )
 
     def push(self, ids: Sequence[int]) -> list[EngineEvent]:
         """Add newly sampled ids; the events their text completes. Ids after a stop id are refused."""
+        if self._finished:
+            raise ValueError("the output is finished")
         text = []
         for token in ids:
             if self.stopped:
@@ -110,9 +132,13 @@ class ModelOutput:
         return self._events(self._parser.feed(joined))
 
     def finish(self, reason: str) -> list[EngineEvent]:
-        """The last events, ending with `Finished`. `reason` is the engine's: "stop" or "length"."""
+        """The last events, ending with `Finished`. `reason` is the engine's: "stop" (a stop id, or the
+        engine's own end of sequence) or "length" (its token limit, or a stop)."""
         if reason not in FINISH_REASONS:
             raise ValueError(f"finish reason must be one of {FINISH_REASONS}, got {reason!r}")
+        if self._finished:
+            raise ValueError("the output is finished")
+        self._finished = True
         tail = self._detokenizer.flush()
         parsed: list[ParsedEvent] = []
         if self._parser is not None:
@@ -120,11 +146,11 @@ class ModelOutput:
         elif tail:
             parsed = [TextOut(tail)]
         events = self._events(parsed)
-        if self._malformed:
-            final = "length" if reason == "length" else "stop"
-        else:
-            final = "tool_call" if self._calls else reason
-        events.append(Finished(finish_reason=final, output_ids=tuple(self._ids)))
+        counts = self.counts
+        final = reason
+        if reason == "stop" and counts is not None and counts.calls and not counts.malformed:
+            final = "tool_call"
+        events.append(Finished(finish_reason=final, output_ids=tuple(self._ids), tool_calls=counts))
         return events
 
     def _events(self, parsed: Sequence[ParsedEvent]) -> list[EngineEvent]:
@@ -132,14 +158,12 @@ class ModelOutput:
         for item in parsed:
             if isinstance(item, TextOut):
                 self._held = max(0, self._held - len(item.text))
-                out.append(TextChunk(text=item.text, tokens=self._take()))
+                if item.text:
+                    out.append(TextChunk(text=item.text, tokens=self._take()))
             elif isinstance(item, CallBegin):
-                self._calls += 1
                 out.append(CallStart(call_id=self._call_id(), name=item.name))
             elif isinstance(item, CallArgs):
                 out.append(ArgsChunk(text=item.text, tokens=self._take()))
-            elif isinstance(item, CallEnd) and not item.valid:
-                self._malformed += 1
         return out
 
     def _take(self) -> int:

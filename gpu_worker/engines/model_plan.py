@@ -1,45 +1,39 @@
-"""What a real model writes: sampled ids, streamed as text and tool calls (no torch here).
+"""What a real model writes: its sampled ids, and the constraints of a forced call (no torch here).
 
 With a real checkpoint the torch engine does not follow the agent policy: the model writes its output.
 `ModelPlan` is the engine's output plan for it (the interface of gpu_worker/engines/torch_output.py):
 
 - **free generation**: every id is sampled (`constraint()` is None); generation stops at one of the
   model's stop ids, which ends the output (the chain holds exactly the sampled ids, stop included), or
-  after `limit` ids (finish reason `length`);
+  after `limit` ids (finish reason `length`), or early at a stop (`stop()`, a steered response) while the
+  output is plain text;
 - **a forced call** (`tool_choice` "required" or a named function): the ids follow a call program
   (gpu_worker/engines/constrained.py): forced ids are fed without sampling, and each sampled id is drawn
   under a `Constraint` (the allowed ids) so that the output is one call whose arguments are valid JSON
   for the tool's schema, closed by the format's end-of-turn token.
 
-Either way the ids are detokenized incrementally (only complete UTF-8 is emitted) and the text goes
-through the format's streaming tool-call parser (gpu_worker/core/toolcalls.py): text becomes
-`TextChunk`s, a call `CallStart` (with a call id made here) and `ArgsChunk`s. The finish reason is
-`tool_call` when the output held a call, `stop` at a stop id, `length` at the limit.
+Either way the ids go to the output the vllm engine uses too (gpu_worker/engines/model_output.py
+`ModelOutput`): incremental detokenization, the format's streaming tool-call parser, call ids, the
+finish reason and the parser's counts.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpu_worker.core.toolcalls import CallArgs, CallBegin, ParsedEvent, TextOut, ToolCallParser
-from gpu_worker.engines.base import ArgsChunk, CallStart, EngineEvent, Finished, TextChunk
+from gpu_worker.engines.base import EngineEvent, Finished
 from gpu_worker.engines.constrained import Branch, Choice, Marker, Number, Program, Step, StringBody, Text
+from gpu_worker.engines.model_output import ModelOutput
 from gpu_worker.engines.torch_output import Advance
 from gpu_worker.wire.chat.base import SegmentBuilder
-from gpu_worker.wire.tokenizer import IncrementalDetokenizer, Tokenizer
+from gpu_worker.wire.tokenizer import Tokenizer
 
-__all__ = ["Constraint", "ModelPlan", "TokenTable", "new_call_id"]
+__all__ = ["Constraint", "ModelPlan", "TokenTable"]
 
 # Characters constrained decoding needs as single tokens.
 _CHARS = '"-0.,}]'
-
-
-def new_call_id() -> str:
-    """A server-made call id (`call_` + 24 hex digits)."""
-    return "call_" + uuid.uuid4().hex[:24]
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,24 +183,21 @@ class _Branch(_Sampling):
 class ModelPlan:
     """The output of a real model: free, or a forced call when `program` is given (module docstring)."""
 
-    tokenizer: Tokenizer
-    stop_ids: frozenset[int]
+    output: ModelOutput
     limit: int
-    parser: ToolCallParser | None = None
     program: Program | None = None
     table: TokenTable | None = None
-    end_id: int | None = None  # closes a forced call's output (one of stop_ids)
-    call_ids: Callable[[], str] = new_call_id
-    ids: list[int] = field(default_factory=list)
-    _detok: IncrementalDetokenizer | None = None
+    end_id: int | None = None  # closes a forced call's output (one of the stop ids)
     _step: _Sampling | None = None
-    _uncounted: int = 0  # ids not yet attributed to an event
-    _reason: str = ""
+    _finished: Finished | None = None
 
     def __post_init__(self) -> None:
-        self._detok = IncrementalDetokenizer(self.tokenizer)
         if self.program is not None and (self.table is None or self.end_id is None):
             raise ValueError("a forced call needs the token table and the end id")
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.output.tokenizer
 
     def fed_bound(self) -> int:
         """Most ids fed after the prompt."""
@@ -236,8 +227,21 @@ class ModelPlan:
         advance = self._forced(forced)
         return Advance(events=events + advance.events, feed=advance.feed, done=advance.done)
 
+    @property
+    def stoppable(self) -> bool:
+        """Whether a stop may end the output now: free text, nothing held back, not finished."""
+        return self.program is None and self._finished is None and self.output.stoppable
+
+    def stop(self) -> tuple[EngineEvent, ...]:
+        """End the output here, as at a length limit (a steered response); the last events (not
+        Finished: `finish` gives it)."""
+        return self._close("length")
+
     def finish(self) -> Finished:
-        return Finished(finish_reason=self._reason or "length", output_ids=tuple(self.ids))
+        if self._finished is None:  # the engine ended the output (never the case while it samples)
+            self._close("length")
+        assert self._finished is not None
+        return self._finished
 
     # -------------------------------------------------------------------------------------- program
     def _send(self, value: Any) -> Step | None:
@@ -279,40 +283,23 @@ class ModelPlan:
         return _Branch(self.table, step.chars)
 
     def _forced(self, forced: list[int]) -> Advance:
-        kept = forced[: max(0, self.limit - len(self.ids))]
+        kept = forced[: max(0, self.limit - len(self.output.ids))]
         events, done = self._append(kept)
         return Advance(events=events, feed=tuple(kept), done=done or len(kept) < len(forced))
 
-    # --------------------------------------------------------------------------------- text, events
+    # --------------------------------------------------------------------------------------- output
     def _append(self, ids: Sequence[int]) -> tuple[tuple[EngineEvent, ...], bool]:
-        """Add output ids; the events their text makes, and whether the output is complete."""
-        assert self._detok is not None
-        self.ids += ids
-        self._uncounted += len(ids)
-        text = "".join(self._detok.push(i) for i in ids if i not in self.stop_ids)
-        stopped = bool(ids) and ids[-1] in self.stop_ids
-        done = stopped or len(self.ids) >= self.limit
-        parsed: list[ParsedEvent] = []
-        if done:
-            text += self._detok.flush()
-        if self.parser is None:
-            parsed = [TextOut(text)] if text else []
-        else:
-            parsed = self.parser.feed(text) if text else []
-            if done:
-                parsed += self.parser.finish()
-        if done:
-            calls = self.parser is not None and self.parser.stats.calls > 0
-            self._reason = ("tool_call" if calls else "stop") if stopped else "length"
-        return tuple(self._events(parsed)), done
+        """Add output ids; the events they make, and whether the output is complete (a stop id, or
+        the limit)."""
+        events = self.output.push(ids)
+        if self.output.stopped:
+            return (*events, *self._close("stop")), True
+        if len(self.output.ids) >= self.limit:
+            return (*events, *self._close("length")), True
+        return tuple(events), False
 
-    def _events(self, parsed: Iterable[ParsedEvent]) -> Iterable[EngineEvent]:
-        for event in parsed:
-            tokens, self._uncounted = self._uncounted, 0
-            if isinstance(event, TextOut):
-                if event.text:
-                    yield TextChunk(text=event.text, tokens=tokens)
-            elif isinstance(event, CallBegin):
-                yield CallStart(call_id=self.call_ids(), name=event.name)
-            elif isinstance(event, CallArgs):
-                yield ArgsChunk(text=event.text, tokens=tokens)
+    def _close(self, reason: str) -> tuple[EngineEvent, ...]:
+        *events, finished = self.output.finish(reason)
+        assert isinstance(finished, Finished)
+        self._finished = finished
+        return tuple(events)

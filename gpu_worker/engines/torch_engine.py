@@ -7,7 +7,8 @@ meaningless, the compute is the real thing. A real checkpoint (a Hugging Face di
 `TorchSettings.checkpoint`) brings its own tokenizer and chat format, which the engine describes
 (`describe()`, the DescribeModel RPC), and the model writes the output itself
 (gpu_worker/engines/model_plan.py): sampled with temperature and top_p, stopped at its stop ids,
-streamed through its tool-call parser, and constrained to a valid call when `tool_choice` requires one
+streamed through its tool-call parser (gpu_worker/engines/model_output.py, shared with the vllm
+engine), and constrained to a valid call when `tool_choice` requires one
 (gpu_worker/engines/constrained.py). See docs/torch_engine.md.
 
 Concurrency: `generate` queues a sequence (bounded); one scheduler task admits sequences into the running
@@ -38,11 +39,11 @@ import torch
 
 from gpu_worker.core.agent import AgentSettings, decide
 from gpu_worker.core.errors import Draining, EngineFailure, InvalidRequest, QueueFull, WorkerError
-from gpu_worker.core.toolcalls import parser_for
 from gpu_worker.engines.base import EngineEvent, Finished, GenerationJob, Prefilled
 from gpu_worker.engines.checkpoint import open_checkpoint
 from gpu_worker.engines.constrained import CALL_SYNTAX, call_program
 from gpu_worker.engines.describe import describe_checkpoint
+from gpu_worker.engines.model_output import ModelOutput
 from gpu_worker.engines.model_plan import Constraint, ModelPlan, TokenTable
 from gpu_worker.engines.torch_kv import KvStats, KvStore, Lease
 from gpu_worker.engines.torch_model import (
@@ -389,11 +390,11 @@ class TorchEngine:
                 f"the prompt ({len(job.prompt)} tokens) fills the model's window of {window}"
             )
         choice = job.tool_choice or "auto"
-        names = [tool.name for tool in job.tools]
-        parser = parser_for(description.tool_call_format, names) if names and choice != "none" else None
-        stops = frozenset(description.stop_token_ids)
+        output = ModelOutput(
+            description, self._tokenizer, tool_names=[tool.name for tool in job.tools], tool_choice=choice
+        )
         if choice in ("auto", "none"):
-            return ModelPlan(self._tokenizer, stops, limit, parser=parser)
+            return ModelPlan(output, limit)
         forced = [tool for tool in job.tools if choice in ("required", tool.name)]
         if not forced:
             raise InvalidRequest(f"tool_choice {choice!r} names no offered tool")
@@ -401,10 +402,8 @@ class TorchEngine:
             raise InvalidRequest("this model's tokenizer cannot force a tool call (tool_choice must be auto)")
         syntax = CALL_SYNTAX[description.tool_call_format]
         return ModelPlan(
-            self._tokenizer,
-            stops,
+            output,
             limit,
-            parser=parser,
             program=call_program(syntax, {tool.name: _schema(tool.parameters_json) for tool in forced}),
             table=self._table,
             end_id=self._end_id(syntax.end_tokens, description),

@@ -14,7 +14,7 @@ Per generation:
   what the context leaves), `stop_token_ids` from the model's description, streaming deltas
   (`RequestOutputKind.DELTA`); vLLM does not detokenize (`detokenize=False`): Tether's own
   `IncrementalDetokenizer` over the described tokenizer makes the text, and the model's tool-call parser
-  turns it into calls (gpu_worker/engines/model_output.py);
+  turns it into calls (gpu_worker/engines/model_output.py, shared with the torch engine);
 - `Finished` carries vLLM's exact sampled ids, the stop id included;
 - a consumer that goes away (the client cancelled, the box closed the stream) aborts the vLLM request
   (`AsyncLLM.abort` in a `finally`), so its batch slot and KV blocks are freed;

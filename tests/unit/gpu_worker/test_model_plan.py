@@ -1,12 +1,14 @@
-"""What a real model writes, without the model: `ModelPlan` on SmolLM2's tokenizer, fed scripted or
-random ids. Free output stops at a stop id or the limit, streams complete UTF-8 and turns Hermes blocks
-into calls; a forced call (constrained decoding) is valid JSON for its schema whatever the model picks
-among the allowed ids."""
+"""What a real model writes in the torch engine, without the model: `ModelPlan` on SmolLM2's tokenizer,
+fed scripted or random ids. Free output stops at a stop id, at the limit or at a stop (a steered
+response); a forced call (constrained decoding) is valid JSON for its schema whatever the model picks
+among the allowed ids. The text, calls and finish reasons themselves are ModelOutput's
+(tests/unit/gpu_worker/test_model_output.py)."""
 
 from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,14 +17,14 @@ from hypothesis import strategies as st
 
 pytest.importorskip("tokenizers", reason="the torch extra (tokenizers) is not installed")
 
-from gpu_worker.core.toolcalls import parser_for
-from gpu_worker.engines.base import ArgsChunk, CallStart, EngineEvent, Finished, TextChunk
+from gpu_worker.engines.base import ArgsChunk, CallStart, EngineEvent, Finished, TextChunk, ToolCallCounts
 from gpu_worker.engines.constrained import CALL_SYNTAX, call_program
+from gpu_worker.engines.model_output import ModelOutput
 from gpu_worker.engines.model_plan import ModelPlan, TokenTable
+from gpu_worker.wire.model import ModelDescription
 from gpu_worker.wire.tokenizer import HfTokenizer
 
 IM_END, ENDOFTEXT = 2, 0
-STOPS = frozenset({IM_END, ENDOFTEXT})
 WEATHER = {
     "type": "object",
     "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
@@ -64,6 +66,25 @@ def table(tokenizer: HfTokenizer) -> TokenTable:
     return TokenTable(tokenizer, 49152, range(17))
 
 
+@pytest.fixture(scope="module")
+def description(smollm2_tokenizer_json: str) -> ModelDescription:
+    return ModelDescription(
+        names=("smollm2",),
+        engine="torch",
+        tokenizer_kind="hf",
+        tokenizer_json=smollm2_tokenizer_json,
+        chat_format="chatml",
+        tool_call_format="hermes",
+        vocab_size=49152,
+        context_length=8192,
+        stop_token_ids=(IM_END, ENDOFTEXT),
+    )
+
+
+def _free(description: ModelDescription, tokenizer: HfTokenizer, limit: int) -> ModelPlan:
+    return ModelPlan(ModelOutput(description, tokenizer), limit)
+
+
 def _run(plan: ModelPlan, ids: list[int]) -> list[EngineEvent]:
     events = list(plan.start().events)
     for token in ids:
@@ -88,65 +109,46 @@ def _finished(events: list[EngineEvent]) -> Finished:
 
 
 # ------------------------------------------------------------------------------------- free output
-def test_free_output_stops_at_a_stop_id_which_it_keeps(tokenizer: HfTokenizer) -> None:
+def test_free_output_stops_at_a_stop_id_which_it_keeps(
+    description: ModelDescription, tokenizer: HfTokenizer
+) -> None:
     ids = [*tokenizer.encode("The capital of France is Paris."), IM_END]
-    events = _run(ModelPlan(tokenizer, STOPS, limit=50), [*ids, 7, 8])
+    events = _run(_free(description, tokenizer, 50), [*ids, 7, 8])
     assert _text(events) == "The capital of France is Paris."
     assert _finished(events) == Finished("stop", tuple(ids))  # exactly the sampled ids, stop included
 
 
-def test_free_output_is_cut_at_the_limit(tokenizer: HfTokenizer) -> None:
+def test_free_output_is_cut_at_the_limit(description: ModelDescription, tokenizer: HfTokenizer) -> None:
     ids = tokenizer.encode("one two three four five six")
-    events = _run(ModelPlan(tokenizer, STOPS, limit=4), ids)
+    events = _run(_free(description, tokenizer, 4), ids)
     assert _finished(events) == Finished("length", tuple(ids[:4]))
     assert _text(events) == tokenizer.decode(ids[:4])
 
 
-def test_streamed_text_is_complete_utf8(tokenizer: HfTokenizer) -> None:
-    text = "Café 🎉 中文 naïve"
-    ids = tokenizer.encode(text)
-    assert len(ids) > len(text.split())  # some characters span several byte-level tokens
-    events = _run(ModelPlan(tokenizer, STOPS, limit=100), [*ids, IM_END])
-    chunks = [e.text for e in events if isinstance(e, TextChunk)]
-    assert all("\ufffd" not in chunk for chunk in chunks)
-    assert "".join(chunks) == text
-
-
-def test_a_hermes_block_in_free_output_becomes_a_call(tokenizer: HfTokenizer) -> None:
-    arguments = '{"city": "Paris", "unit": "c"}'
-    text = f'Let me check.\n<tool_call>\n{{"name": "get_weather", "arguments": {arguments}}}\n</tool_call>'
-    ids = [*tokenizer.encode(text), IM_END]
-    plan = ModelPlan(tokenizer, STOPS, limit=200, parser=parser_for("hermes", ["get_weather"]))
-    events = _run(plan, ids)
-    assert _text(events) == "Let me check."
-    starts = [e for e in events if isinstance(e, CallStart)]
-    assert [s.name for s in starts] == ["get_weather"]
-    assert starts[0].call_id.startswith("call_")
-    assert json.loads(_arguments(events)) == json.loads(arguments)
-    assert _finished(events) == Finished("tool_call", tuple(ids))
-
-
-def test_without_a_parser_a_call_stays_text(tokenizer: HfTokenizer) -> None:
-    text = '<tool_call>\n{"name": "get_weather", "arguments": {}}\n</tool_call>'
-    events = _run(ModelPlan(tokenizer, STOPS, limit=200), [*tokenizer.encode(text), IM_END])
-    assert _text(events) == text
-    assert _finished(events).finish_reason == "stop"
+def test_a_stop_ends_free_text_with_the_ids_so_far(
+    description: ModelDescription, tokenizer: HfTokenizer
+) -> None:
+    plan = _free(description, tokenizer, 50)
+    ids = tokenizer.encode("Paris is the capital")
+    events = [e for token in ids for e in plan.sampled(token).events]
+    assert plan.stoppable
+    events += plan.stop()
+    assert not plan.stoppable
+    assert _text(events) == "Paris is the capital"
+    assert plan.finish() == Finished("length", tuple(ids))  # cut as at a limit, no stop id
 
 
 # ------------------------------------------------------------------------------------- forced calls
 def _forced(
-    tokenizer: HfTokenizer, table: TokenTable, tools: dict[str, Any], fmt: str = "hermes", limit: int = 2000
+    description: ModelDescription,
+    tokenizer: HfTokenizer,
+    table: TokenTable,
+    tools: dict[str, Any],
+    fmt: str = "hermes",
+    limit: int = 2000,
 ) -> ModelPlan:
-    syntax = CALL_SYNTAX[fmt]
-    return ModelPlan(
-        tokenizer,
-        STOPS,
-        limit,
-        parser=parser_for(fmt, list(tools)),
-        program=call_program(syntax, tools),
-        table=table,
-        end_id=IM_END,
-    )
+    output = ModelOutput(replace(description, tool_call_format=fmt), tokenizer, tool_names=list(tools))
+    return ModelPlan(output, limit, program=call_program(CALL_SYNTAX[fmt], tools), table=table, end_id=IM_END)
 
 
 def _random_model(plan: ModelPlan, table: TokenTable, rng: random.Random) -> list[EngineEvent]:
@@ -168,15 +170,16 @@ def _random_model(plan: ModelPlan, table: TokenTable, rng: random.Random) -> lis
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rng=st.randoms(use_true_random=False))
 def test_a_forced_call_is_valid_for_its_schema_whatever_the_model_picks(
-    tokenizer: HfTokenizer, table: TokenTable, rng: random.Random
+    description: ModelDescription, tokenizer: HfTokenizer, table: TokenTable, rng: random.Random
 ) -> None:
     jsonschema = pytest.importorskip("jsonschema")
-    events = _random_model(_forced(tokenizer, table, {"report": EVERYTHING}), table, rng)
+    events = _random_model(_forced(description, tokenizer, table, {"report": EVERYTHING}), table, rng)
     arguments = json.loads(_arguments(events))
     jsonschema.validate(arguments, EVERYTHING)
     assert list(arguments) == list(EVERYTHING["properties"])  # no `required`: every property, in order
     finished = _finished(events)
     assert finished.finish_reason == "tool_call"
+    assert finished.tool_calls == ToolCallCounts(calls=1)
     assert finished.output_ids[-1] == IM_END
     rendered = tokenizer.decode(finished.output_ids)
     assert rendered.startswith('<tool_call>\n{"name": "report", "arguments": {')
@@ -186,19 +189,23 @@ def test_a_forced_call_is_valid_for_its_schema_whatever_the_model_picks(
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rng=st.randoms(use_true_random=False))
 def test_tool_choice_required_lets_the_model_pick_the_tool(
-    tokenizer: HfTokenizer, table: TokenTable, rng: random.Random
+    description: ModelDescription, tokenizer: HfTokenizer, table: TokenTable, rng: random.Random
 ) -> None:
     tools = {"get_weather": WEATHER, "get_time": {"type": "object", "properties": {}}, "get_wind": WEATHER}
-    events = _random_model(_forced(tokenizer, table, tools), table, rng)
+    events = _random_model(_forced(description, tokenizer, table, tools), table, rng)
     (start,) = [e for e in events if isinstance(e, CallStart)]
     assert start.name in tools
     arguments = json.loads(_arguments(events))
     assert set(arguments) == set(tools[start.name].get("required", []))
 
 
-def test_a_llama3_json_call_has_its_shape(tokenizer: HfTokenizer, table: TokenTable) -> None:
+def test_a_llama3_json_call_has_its_shape(
+    description: ModelDescription, tokenizer: HfTokenizer, table: TokenTable
+) -> None:
     events = _random_model(
-        _forced(tokenizer, table, {"get_weather": WEATHER}, "llama3_json"), table, random.Random(3)
+        _forced(description, tokenizer, table, {"get_weather": WEATHER}, "llama3_json"),
+        table,
+        random.Random(3),
     )
     assert [e.name for e in events if isinstance(e, CallStart)] == ["get_weather"]
     assert set(json.loads(_arguments(events))) == {"city"}
@@ -207,8 +214,11 @@ def test_a_llama3_json_call_has_its_shape(tokenizer: HfTokenizer, table: TokenTa
     )
 
 
-def test_a_forced_call_without_arguments_needs_no_sample(tokenizer: HfTokenizer, table: TokenTable) -> None:
-    plan = _forced(tokenizer, table, {"now": {"type": "object"}})
+def test_a_forced_call_without_arguments_needs_no_sample(
+    description: ModelDescription, tokenizer: HfTokenizer, table: TokenTable
+) -> None:
+    plan = _forced(description, tokenizer, table, {"now": {"type": "object"}})
+    assert not plan.stoppable  # a forced output is a call: a stop never cuts it
     advance = plan.start()
     assert advance.done
     assert tokenizer.decode(plan.finish().output_ids) == (
@@ -216,12 +226,15 @@ def test_a_forced_call_without_arguments_needs_no_sample(tokenizer: HfTokenizer,
     )
 
 
-def test_a_forced_call_longer_than_the_limit_is_cut(tokenizer: HfTokenizer, table: TokenTable) -> None:
+def test_a_forced_call_longer_than_the_limit_is_cut(
+    description: ModelDescription, tokenizer: HfTokenizer, table: TokenTable
+) -> None:
     events = _random_model(
-        _forced(tokenizer, table, {"report": EVERYTHING}, limit=30), table, random.Random(1)
+        _forced(description, tokenizer, table, {"report": EVERYTHING}, limit=30), table, random.Random(1)
     )
     finished = _finished(events)
     assert finished.finish_reason == "length"
+    assert finished.tool_calls == ToolCallCounts(malformed=1)
     assert len(finished.output_ids) == 30
 
 

@@ -282,16 +282,6 @@ async def test_a_tool_call_streams_with_a_server_made_call_id(started: Callable[
     assert list(finished.output_ids) == [*ids_of("Let me look.\n" + CALL_TEXT), IM_END]
 
 
-async def test_a_call_of_a_tool_not_offered_stays_text(started: Callable[..., object]) -> None:
-    fake = FakeVllm(says(CALL_TEXT))
-    engine = await started(fake)  # type: ignore[misc]
-    other = ToolSpec(name="write_file")
-    events = await _run(engine, _job(PROMPT, tools=(other,)))
-    assert not [e for e in events if isinstance(e, CallStart)]
-    assert _text(events) == CALL_TEXT
-    assert events[-1] == Finished("stop", (*ids_of(CALL_TEXT), IM_END))
-
-
 async def test_tool_choice_none_leaves_call_text_as_text(started: Callable[..., object]) -> None:
     fake = FakeVllm(says(CALL_TEXT))
     engine = await started(fake)  # type: ignore[misc]
