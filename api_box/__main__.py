@@ -18,7 +18,6 @@ import sys
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
-import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -28,6 +27,7 @@ from api_box.io.drain import drain
 from api_box.io.logctx import ContextFilter, QuietProbesAccessLogger
 from gpu_worker.client import ROUTINGS, WorkerPool
 from gpu_worker.wire import tokenizer
+from tether_runtime.logs import configure_logging
 
 _LOG = logging.getLogger("api_box")
 _CLEANUP_SECONDS = 3.0
@@ -69,31 +69,8 @@ def settings_from(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
     return Settings.from_env(env).replace(**changes)
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": round(record.created, 3),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for name in ("request_id", "response_id"):  # set by api_box.io.logctx.ContextFilter
-            value = getattr(record, name, None)
-            if value is not None:
-                entry[name] = value
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry).decode()
-
-
 def _configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(ContextFilter())
-    if settings.log_format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+    configure_logging("api_box", settings.log_format, settings.log_level, filters=(ContextFilter(),))
 
 
 async def _serve(settings: Settings) -> None:

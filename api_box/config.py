@@ -1,8 +1,9 @@
 """The API box's settings: one frozen object per process, from an injected environment, CLI flags on top.
 
-Every field has an environment variable `TETHER_BOX_<FIELD IN UPPER CASE>` (lists are comma-separated,
-booleans are 1/0/true/false/yes/no). `Settings.from_env(os.environ)` reads them; `api_box.__main__`
-applies command-line flags with `dataclasses.replace`. Bad values fail loudly at start-up.
+Every field has an environment variable `TETHER_BOX_<FIELD IN UPPER CASE>`, read by the shared loader
+(tether_runtime/settings.py: lists are comma-separated, booleans 1/0/true/false/yes/no/on/off, an empty
+variable is unset). `Settings.from_env(os.environ)` reads them; `api_box.__main__` applies command-line
+flags with `Settings.replace`. Bad values fail loudly at start-up, naming the variable.
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from __future__ import annotations
 import dataclasses
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any, get_type_hints
+from dataclasses import dataclass, field
+from typing import Any
 
 from api_box.core.compaction import parse_key
 from api_box.core.deflate import DeflatePolicy
 from api_box.core.protocol import HOSTED_TOOL_POLICIES, Limits
 from gpu_worker.client import ROUTINGS
+from tether_runtime.logs import LOG_FORMATS, LOG_LEVELS, LogFormat
+from tether_runtime.settings import EnvLoader
 
 ENV_PREFIX = "TETHER_BOX_"
 _MIB = 1024 * 1024
@@ -38,7 +41,7 @@ class Settings:
     dev: bool = False  # also accept the documented key tether-dev-key (tenant "default")
     session_store_bytes: int = 512 * _MIB
     connection_max_seconds: float = 3600.0
-    log_format: str = "text"  # text | json
+    log_format: LogFormat = "text"  # text | json (docs/logging.md)
     log_level: str = "INFO"
     max_frame_bytes: int = 16 * _MIB
     max_body_bytes: int = 32 * _MIB
@@ -103,7 +106,8 @@ class Settings:
             "models": bool(self.models),
             "session_store_bytes": self.session_store_bytes > 0,
             "connection_max_seconds": self.connection_max_seconds > 0,
-            "log_format": self.log_format in ("text", "json"),
+            "log_format": self.log_format in LOG_FORMATS,
+            "log_level": self.log_level.upper() in LOG_LEVELS,
             "max_frame_bytes": self.max_frame_bytes >= 1024,
             "max_body_bytes": self.max_body_bytes >= 1024,
             "max_json_depth": self.max_json_depth >= 4,
@@ -172,13 +176,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Settings from TETHER_BOX_* variables; raises ValueError naming the bad variable."""
-        hints = get_type_hints(cls)
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            name = ENV_PREFIX + f.name.upper()
-            if name in env:
-                values[f.name] = _convert(name, env[name], hints[f.name])
-        return cls(**values)
+        return ENV.load(env)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (CLI flags over the environment); None values are ignored."""
@@ -210,22 +208,5 @@ def _is_target(target: str) -> bool:
     return bool(host) and bool(sep) and port.isdigit() and 0 < int(port) < 65536
 
 
-def _convert(name: str, raw: str, kind: Any) -> Any:
-    text = raw.strip()
-    try:
-        if kind is bool:
-            lowered = text.lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError(text)
-        if kind is int:
-            return int(text)
-        if kind is float:
-            return float(text)
-        if kind == tuple[str, ...]:
-            return tuple(part.strip() for part in text.split(",") if part.strip())
-        return text
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a valid {getattr(kind, '__name__', kind)}") from None
+# Field → variable (TETHER_BOX_<FIELD>); the compaction key never shows in an error.
+ENV = EnvLoader(Settings, ENV_PREFIX, hidden=("compaction_key",))

@@ -37,7 +37,6 @@ from api_box.io.turns import TurnRunner
 from gpu_worker.client import WorkerPool
 
 _LOG = logging.getLogger("api_box.app")
-_VERSION = "0.1.0"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -59,7 +58,7 @@ def build_app(
     keyring: KeyRing | None = None,
 ) -> web.Application:
     """The API box application (the admin app with /metrics is `build_admin_app`)."""
-    metrics = build_metrics(registry, version=_VERSION)
+    metrics = build_metrics(registry)
     register_worker_calls(registry, lambda: worker_pool.call_counts)
     runner = TurnRunner(
         settings=settings,

@@ -12,11 +12,7 @@ from prometheus_client.registry import Collector
 from api_box.core.chain import CHAIN_START_REASONS
 from api_box.core.errors import all_codes
 from api_box.core.steer import STEER_CODES
-
-LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 40, 80,
-)  # fmt: skip
-ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5)
+from tether_runtime.metrics import ITL_BUCKETS, LATENCY_BUCKETS, register_build_info
 
 MODES = ("ws", "http", "sse")
 DIRECTIONS = ("client_to_server", "server_to_client")
@@ -69,11 +65,13 @@ class BoxMetrics:
     steer_failures: Counter
 
 
-def build_metrics(registry: CollectorRegistry, *, version: str) -> BoxMetrics:
-    """Register the box's metrics (and build info and the process collector) on `registry`."""
+def build_metrics(registry: CollectorRegistry, *, version: str | None = None) -> BoxMetrics:
+    """Register the box's metrics (and build info and the process collector) on `registry`.
+
+    `version` labels tether_build_info; None: the installed distribution's (tether_runtime/version.py).
+    """
     r = registry
-    build = Gauge("tether_build_info", "Build information", ["component", "version"], registry=r)
-    build.labels("api_box", version).set(1)
+    register_build_info(r, "api_box", build_version=version)
     ProcessCollector(registry=r)
     metrics = BoxMetrics(
         registry=r,

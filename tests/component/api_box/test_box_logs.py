@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from box_fakes import ws_turn
 from conftest import AUTH, KEY
 
-from api_box.__main__ import _JsonFormatter
 from api_box.io.logctx import ContextFilter, QuietProbesAccessLogger
+from tether_runtime.logs import JsonFormatter
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def json_log() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.addFilter(ContextFilter())
-    handler.setFormatter(_JsonFormatter())
+    handler.setFormatter(JsonFormatter("api_box"))
     logger = logging.getLogger("api_box")
     old_level = logger.level
     logger.setLevel(logging.INFO)
@@ -53,6 +53,7 @@ async def test_an_http_turn_logs_its_request_and_response_ids(
     assert access[0]["request_id"] == "client-req-42"
     assert access[0]["response_id"] == response_id
     assert "completed" in access[0]["msg"]
+    assert (access[0]["level"], access[0]["component"]) == ("info", "api_box")  # docs/logging.md
     assert KEY not in json_log.getvalue()
 
 

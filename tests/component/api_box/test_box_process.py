@@ -6,14 +6,16 @@ import asyncio
 import os
 import signal
 import sys
+from importlib import metadata
 
 import aiohttp
+import orjson
 
 
 async def test_the_entry_point_prints_one_line_serves_and_stops_on_sigterm() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "api_box", "--port", "0", "--admin-port", "0", "--dev", "--box-id", "proc-box",
-        "--workers", "127.0.0.1:9", "--log-level", "WARNING",
+        "--workers", "127.0.0.1:9", "--log-level", "INFO", "--log-format", "json",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={k: v for k, v in os.environ.items() if not k.startswith("TETHER_BOX_")},
     )  # fmt: skip
@@ -34,11 +36,18 @@ async def test_the_entry_point_prints_one_line_serves_and_stops_on_sigterm() -> 
                 assert resp.status == 200
             async with session.get(metrics) as resp:
                 text = await resp.text()
-                assert 'tether_build_info{component="api_box"' in text
+                # The installed distribution's version, so two versions on the dashboards mean a rollout.
+                assert (
+                    f'tether_build_info{{component="api_box",version="{metadata.version("tether")}"}}' in text
+                )
                 assert "tether_box_websocket_connections 0.0" in text
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
         assert await proc.stdout.read() == b""  # exactly one line on stdout
+        assert proc.stderr is not None
+        logged = [orjson.loads(line) for line in (await proc.stderr.read()).splitlines()]
+        assert ("draining", "info", "api_box") in {(e["msg"], e["level"], e["component"]) for e in logged}
+        assert all({"ts", "level", "logger", "msg", "component"} <= entry.keys() for entry in logged)
     finally:
         if proc.returncode is None:
             proc.kill()
