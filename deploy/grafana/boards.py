@@ -810,6 +810,33 @@ def _batching() -> list[Panel]:
     ]
 
 
+def _tool_calls() -> list[Panel]:
+    """What real models' tool-call parsers made of their outputs (torch with a checkpoint, vllm)."""
+    calls = "tether_worker_tool_calls_total"
+    return [
+        timeseries(
+            "Parsed tool calls / s by result",
+            "What the model's tool-call parser made of its outputs: complete calls, malformed calls "
+            "(arguments that never closed), call-like text left as text (it named no offered tool). "
+            "Empty on the sim and on dummy weights.",
+            [(rate(calls, "result"), "{{result}}")],
+            "cps",
+        ),
+        timeseries(
+            "Malformed and text share",
+            "Malformed calls and call-like text left as text / everything the parser found. A rising "
+            "share says the model writes calls it cannot finish (max_output_tokens too small) or names "
+            "tools it was not offered.",
+            [
+                (share(f'{calls}{{result="malformed"}}', calls), "malformed"),
+                (share(f'{calls}{{result="text"}}', calls), "left as text"),
+            ],
+            "percentunit",
+            maximum=1,
+        ),
+    ]
+
+
 def _vllm() -> list[Panel]:
     """vLLM's own series (workers on the vllm engine re-export them; empty panels elsewhere)."""
     hits, queries = "vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total"
@@ -855,18 +882,20 @@ def _vllm() -> list[Panel]:
 
 
 def workers() -> dict[str, Any]:
-    """Generate RPCs, prefill cached vs computed, KV cache usage, thrash and retention, batching, vLLM's
-    own series."""
+    """Generate RPCs, prefill cached vs computed, KV cache usage, thrash and retention, batching, parsed
+    tool calls, vLLM's own series."""
     return dashboard(
         "tether-workers",
         "Tether / Workers",
         "GPU workers: Generate RPCs, prompt tokens cached vs computed, KV cache usage, turnover and "
-        "retention, batching, and vLLM's own series on vllm workers. See docs/observability.md.",
+        "retention, batching, the tool calls real models write, and vLLM's own series on vllm workers. "
+        "See docs/observability.md.",
         [
             ("Workers", _workers_summary()),
             ("KV cache", _kv_cache()),
             ("Retention", _retention()),
             ("Batching", _batching()),
+            ("Tool calls", _tool_calls()),
             ("vLLM", _vllm()),
         ],
     )

@@ -47,6 +47,13 @@ class WorkerMetrics:
         self.output_tokens = Counter(
             "tether_worker_output_tokens_total", "Generated tokens.", registry=registry
         )
+        self.tool_calls = Counter(
+            "tether_worker_tool_calls_total",
+            "What a model's tool-call parser made of its outputs: complete calls, malformed calls, "
+            "call-like text left as text (torch with a checkpoint, vllm).",
+            ["result"],
+            registry=registry,
+        )
         self.precondition_failures = Counter(
             "tether_worker_precondition_failures_total",
             "Delta requests whose prefix the worker does not hold.",
@@ -120,6 +127,8 @@ class WorkerMetrics:
             self.prefill_tokens.labels(kind=kind)
         for result in ("hit", "miss"):
             self.prefix_lookups.labels(result=result)
+        for result in ("call", "malformed", "text"):
+            self.tool_calls.labels(result=result)
         for result in ("granted", "denied"):
             self.retention_requests.labels(result=result)
         for reason in ("unknown_cache_key", "length_mismatch", "digest_mismatch"):

@@ -320,6 +320,11 @@ class WorkerService:
             self.metrics.retention_requests.labels(result="granted" if retained else "denied").inc()
         self._forget_evicted(evicted)
         self.metrics.output_tokens.inc(len(output))
+        counts = finished.tool_calls
+        if counts is not None:
+            self.metrics.tool_calls.labels(result="call").inc(counts.calls)
+            self.metrics.tool_calls.labels(result="malformed").inc(counts.malformed)
+            self.metrics.tool_calls.labels(result="text").inc(counts.text)
         stopped = job.stop.requested and finished.finish_reason == "length"
         done = pb.Done(
             finish_reason="stopped" if stopped else finished.finish_reason,
