@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import gc
 import importlib.util
-import json
 import logging
 import os
 import signal
@@ -23,6 +22,7 @@ from typing import Any
 from router.app import start_router
 from router.config import Settings
 from router.core.errors import ConfigError
+from tether_runtime import logs as runtime_logs
 
 __all__ = ["main"]
 
@@ -65,29 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
 def configure_logging(settings: Settings) -> None:
-    """Log to stderr in the configured format (stdout carries only the serving line)."""
-    handler = logging.StreamHandler(sys.stderr)
-    if settings.log_format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.log_level.upper())
+    """Log to stderr in the configured format (stdout carries only the serving line; docs/logging.md)."""
+    runtime_logs.configure_logging("router", settings.log_format, settings.log_level)
 
 
 async def serve(settings: Settings) -> None:

@@ -3,25 +3,27 @@
 Exactly one membership source: `boxes` (static `name=host:port[@weight],...`), `dns` (`name:port`, the A/AAAA
 records of a headless Service, polled) or `k8s_service` (an EndpointSlice watch). `routing_keys` is the
 ordered list of places the routing key is read from (`header:NAME` and `query:NAME`, first non-empty one
-wins; see docs/routing.md). Bad values raise ConfigError at startup, naming the variable.
+wins; see docs/routing.md). The variables are read by the shared loader (tether_runtime/settings.py: an
+empty variable is unset; `none` or `off` turns bounded_load off). Bad values raise ConfigError at startup,
+naming the variable.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Literal
+from dataclasses import dataclass
 
 from router.core.errors import ConfigError
 from router.core.hashring import DEFAULT_VNODES, MAX_POINTS
 from router.core.head import DEFAULT_ROUTING_KEYS, KeySpec, parse_routing_keys
 from router.core.membership import Member, parse_boxes, parse_host_port
+from tether_runtime.logs import LOG_LEVELS, LogFormat
+from tether_runtime.settings import EnvLoader
 
-__all__ = ["ENV_PREFIX", "LogFormat", "Settings"]
+__all__ = ["ENV", "ENV_PREFIX", "LogFormat", "Settings"]
 
 ENV_PREFIX = "TETHER_ROUTER_"
-LogFormat = Literal["text", "json"]
 _SOURCES = ("boxes", "dns", "k8s_service")
 _REPLACED = {"SESSION_HEADER": "header:NAME", "SESSION_QUERY": "query:NAME"}  # by routing_keys
 
@@ -100,12 +102,7 @@ class Settings:
             value = getattr(self, name)
             _check(math.isfinite(value) and value > 0, name, value, "seconds > 0")
         _check(self.log_format in ("text", "json"), "log_format", self.log_format, "text or json")
-        _check(
-            self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
-            "log_level",
-            self.log_level,
-            "DEBUG, INFO, WARNING or ERROR",
-        )
+        _check(self.log_level.upper() in LOG_LEVELS, "log_level", self.log_level, ", ".join(LOG_LEVELS))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: object) -> Settings:
@@ -116,22 +113,14 @@ class Settings:
                     f"{ENV_PREFIX}{old} was replaced by {ENV_PREFIX}ROUTING_KEYS, an ordered list of "
                     f"header:NAME and query:NAME entries (put {entry} in it)"
                 )
-        values: dict[str, object] = {}
-        for field in fields(cls):
-            raw = environ.get(ENV_PREFIX + field.name.upper())
-            if raw is not None and raw.strip() != "":
-                values[field.name] = _convert(field.name, raw.strip(), str(field.type))
+        values = ENV.read(environ)
+        if values.get("bounded_load") == 0:  # 0 has always meant off, like none and off
+            values["bounded_load"] = None
         given = {name: value for name, value in overrides.items() if value is not None}
-        if any(
-            given.get(name) for name in _SOURCES
-        ):  # a source flag replaces any source from the environment
+        if any(given.get(name) for name in _SOURCES):  # a source flag replaces the environment's source
             for name in _SOURCES:
                 values.pop(name, None)
-        values.update(given)
-        unknown = set(values) - {field.name for field in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown settings: {sorted(unknown)}")
-        return cls(**values)  # type: ignore[arg-type]
+        return ENV.build({**values, **given})
 
     def key_sources(self) -> tuple[KeySpec, ...]:
         """The routing key sources, in the order tried."""
@@ -151,14 +140,5 @@ def _check(ok: bool, name: str, value: object, expected: str) -> None:
         raise ConfigError(f"{ENV_PREFIX}{name.upper()}={value!r}: expected {expected}")
 
 
-def _convert(name: str, raw: str, annotation: str) -> object:
-    try:
-        if annotation.startswith("int"):
-            return int(raw)
-        if annotation.startswith("float"):
-            if raw.lower() in ("off", "none", "0") and "None" in annotation:
-                return None
-            return float(raw)
-    except ValueError:
-        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r}: not a number") from None
-    return raw
+# Field → variable: TETHER_ROUTER_<FIELD>.
+ENV = EnvLoader(Settings, ENV_PREFIX, error=ConfigError)

@@ -8,7 +8,6 @@ connections plus the live counts of open ones, so the counter is exact and monot
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from importlib.metadata import PackageNotFoundError, version
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -17,12 +16,10 @@ from prometheus_client.registry import Collector
 
 from router.core.errors import RejectReason
 from router.core.head import KeySource, Mode
+from tether_runtime.metrics import LATENCY_BUCKETS, register_build_info
 
 __all__ = ["DIRECTIONS", "LATENCY_BUCKETS", "ByteTotals", "RouterMetrics"]
 
-LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 40, 80,
-)  # fmt: skip
 DIRECTIONS = ("client_to_server", "server_to_client")
 _REJECT_REASONS: tuple[RejectReason, ...] = (
     "malformed", "head_too_large", "head_timeout", "overloaded", "no_upstream", "internal",
@@ -113,8 +110,7 @@ class RouterMetrics:
         self.ring_changes = Counter(
             "tether_router_ring_changes", "Membership changes applied", registry=registry
         )
-        build = Gauge("tether_build_info", "Build information", ["component", "version"], registry=registry)
-        build.labels("router", _package_version()).set(1)
+        register_build_info(registry, "router")
         ProcessCollector(registry=registry)
         for mode in Mode:
             self.connections.labels(mode.value)
@@ -133,10 +129,3 @@ class RouterMetrics:
         self._version = version
         self.ring_version.labels(version).set(1)
         self.ring_members.set(members)
-
-
-def _package_version() -> str:
-    try:
-        return version("tether")
-    except PackageNotFoundError:
-        return "0+unknown"
