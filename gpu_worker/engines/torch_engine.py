@@ -16,7 +16,9 @@ batch (at most `max_batch`, each with a KV lease, see torch_kv.py) and runs step
 thread, so the event loop never waits on the model. A step feeds every running sequence its next tokens
 in one forward pass (decode tokens first, prefill chunks share the rest of `step_tokens`) and samples the
 sequences that need a token. Cancellation is seen at the next step boundary: the sequence leaves the
-batch and its lease is released, which leaves the chain as it was.
+batch and its lease is released, which leaves the chain as it was. So is a stop (`job.stop`, a steered
+response): an output that is plain text so far ends there with the ids sampled so far, committed as at
+a length limit; an output with a tool call runs to its end.
 
 Errors come from the worker's tree (gpu_worker/core/errors.py): InvalidRequest, OverBudget, QueueFull,
 PreconditionFailed (`reuse_from` is not held: the engine evicted it under its KV budget, so the box must
@@ -443,6 +445,7 @@ class TorchEngine:
     async def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         """Admit, run one step in the engine's thread, and hand out its results."""
         self._retire_cancelled()
+        self._end_stopped()
         self._admit(loop.time())
         if not self._running:
             self._wake.clear()
@@ -463,6 +466,18 @@ class TorchEngine:
     def _retire_cancelled(self) -> None:
         for seq in [s for s in self._running if s.cancelled]:
             self._remove(seq)
+
+    def _end_stopped(self) -> None:
+        """Sequences asked to stop (`job.stop`, a steered response) end here, between two steps, once
+        their prompt is in and while their output is plain text: Finished("length", the ids so far), as
+        at a length limit. The last sampled id was never fed; the KV holds the rest, as it would then."""
+        for seq in [s for s in self._running if s.job.stop.requested and not s.done and not s.prompt_left]:
+            if seq.plan is None or not seq.plan.stoppable:
+                continue  # a call runs to its end
+            for event in seq.plan.stop():
+                seq.events.put_nowait(event)
+            seq.done = True
+            self._finish(seq)
 
     def _remove(self, seq: _Sequence) -> None:
         if seq in self._running:

@@ -10,6 +10,9 @@ names, JSON structure) and when to sample one from the model's logits:
                                                       decoded from k sampled tokens (k = the policy's
                                                       value length in tokens), JSON-escaped
 
+A stop (a steered response) ends an answer after the tokens sampled so far, cut as at a length limit;
+a call runs to its end.
+
 The item's final ids are its chat-format rendering (gpu_worker/wire/chat.py) of the generated text,
 re-encoded, so a re-rendered item yields the same ids. Those can differ from the fed ids where BPE merges
 across a piece boundary or a sampled byte sequence was not valid UTF-8; the engine keeps KV only for the
@@ -118,7 +121,8 @@ class _Utf8:
 @dataclass(slots=True)
 class AnswerPlan:
     """`[ASSISTANT]` + `tokens` sampled tokens + `[END]`, at most `limit` ids; cut (no `[END]`, finish
-    reason `length`) when `truncated`, as the sim cuts an answer at max_output_tokens."""
+    reason `length`) when `truncated`, as the sim cuts an answer at max_output_tokens, or by a stop (a
+    steered response) after the tokens sampled so far."""
 
     tokens: int
     limit: int
@@ -126,6 +130,7 @@ class AnswerPlan:
     _text: list[str] = field(default_factory=list)
     _sampled: int = 0
     _utf8: _Utf8 = field(default_factory=_Utf8)
+    _stopped: bool = False
 
     def fed_bound(self) -> int:
         """Most tokens fed after the prompt."""
@@ -142,6 +147,20 @@ class AnswerPlan:
         # A token that ends inside a character streams nothing; its text comes with the next one.
         events: tuple[EngineEvent, ...] = (TextChunk(text=text, tokens=1),) if text else ()
         return Advance(events=events, done=done)
+
+    @property
+    def stoppable(self) -> bool:
+        """Whether a stop may end the answer now (it is still being sampled)."""
+        return not self._stopped and self._sampled < self.tokens
+
+    def stop(self) -> tuple[EngineEvent, ...]:
+        """End the answer after the tokens sampled so far, cut as at a length limit; the text a token
+        that ended inside a character held back."""
+        self._stopped = self.truncated = True
+        self.tokens = self._sampled
+        text = self._utf8.flush()
+        self._text.append(text)
+        return (TextChunk(text=text, tokens=0),) if text else ()
 
     def finish(self) -> Finished:
         ids = render_message("assistant", "".join(self._text))
@@ -171,6 +190,11 @@ class CallPlan:
 
     def __post_init__(self) -> None:
         self._segments = split_arguments(self.call.arguments)
+
+    stoppable = False  # a stop never cuts a call
+
+    def stop(self) -> tuple[EngineEvent, ...]:
+        raise ValueError("a call is not cut by a stop")
 
     def fed_bound(self) -> int:
         """Most tokens fed after the prompt (exact: the pieces are encoded separately)."""

@@ -1,5 +1,5 @@
 """The torch engine in-process on a tiny model: KV reuse across turns, the chat-format output, batching,
-eviction and the precondition path, cancellation, and bad requests."""
+eviction and the precondition path, cancellation, a stop (a steered response), and bad requests."""
 
 from __future__ import annotations
 
@@ -243,6 +243,39 @@ async def test_cancelling_frees_the_slot_and_leaves_the_chain_as_it_was(engine: 
     before = engine.stats()
     await _run(engine, _job("a", second, "a", len(first) + len(out.output_ids)))
     assert engine.stats().prompt_tokens_reused - before.prompt_tokens_reused == chain_before
+
+
+async def test_a_stop_ends_an_answer_at_the_next_step_and_the_chain_holds_it(engine: TorchEngine) -> None:
+    first = _user("Write at length.")
+    job = _job("a", first, metadata={"tether.answer_tokens": "500"})
+    stream = engine.generate(job)
+    events = [await anext(stream), await anext(stream)]
+    assert isinstance(events[0], Prefilled)
+    assert isinstance(events[1], TextChunk)
+    job.stop.set()  # the box steered the response
+    events += [event async for event in stream]
+    out = _finished(events)
+    assert out.finish_reason == "length"  # cut as at a limit; the worker reports "stopped"
+    text = "".join(e.text for e in events if isinstance(e, TextChunk))
+    assert list(out.output_ids) == chat.render_message("assistant", text)[:-1]  # no [END]
+    assert len(out.output_ids) < 50  # far fewer than the 500 tokens it was to write
+    assert engine.stats().running == 0
+    # The chain is held as at a length limit: the next turn prefills only its delta.
+    held = engine.stats().kv.tokens
+    assert len(first) < held <= len(first) + len(out.output_ids)
+    second = [*first, *out.output_ids, tokenizer.Special.END, *_user("Stop there.")]
+    before = engine.stats()
+    await _run(engine, _job("a", second, "a", len(first) + len(out.output_ids)))
+    assert engine.stats().prompt_tokens_reused - before.prompt_tokens_reused == held
+
+
+async def test_a_stop_does_not_cut_a_call(engine: TorchEngine) -> None:
+    job = _job("a", _user("Find it."), tools=(SEARCH,))
+    job.stop.set()
+    events = await _run(engine, job)
+    assert _finished(events).finish_reason == "tool_call"
+    arguments = "".join(e.text for e in events if isinstance(e, ArgsChunk))
+    assert list(_finished(events).output_ids) == chat.render_function_call("search", arguments)
 
 
 async def test_cancelling_a_queued_generation_removes_it(model: Transformer) -> None:

