@@ -73,6 +73,9 @@ class Settings:
     # worker's prefix cache) | round-robin (what a Service in front of replicas does) | least-loaded.
     worker_routing: str = "affinity"
     default_max_output_tokens: int = 1024
+    # The sampling temperature of a request that sends none (the API's default, 1; 0: greedy). Clients such
+    # as the Codex CLI never send one, and a small model at 1 writes noise (README, Codex CLI).
+    default_temperature: float = 1.0
     shutdown_grace_seconds: float = 10.0  # drain budget for in-flight responses (SIGTERM)
     # Cold store (api_box/io/redis_store.py); an empty URL runs without one.
     redis_url: str = ""
@@ -132,6 +135,7 @@ class Settings:
             "worker_request_timeout": self.worker_request_timeout > 0,
             "worker_routing": self.worker_routing in ROUTINGS,
             "default_max_output_tokens": self.default_max_output_tokens >= 1,
+            "default_temperature": 0.0 <= self.default_temperature <= 2.0,
             "shutdown_grace_seconds": self.shutdown_grace_seconds >= 0,
             "redis_url": self.redis_url == "" or self.redis_url.startswith(_REDIS_SCHEMES),
             "redis_prefix": bool(self.redis_prefix) and self.redis_prefix.isprintable(),

@@ -61,8 +61,15 @@ class Usage:
         }
 
 
-def response_template(request: CreateRequest, *, response_id: str, created_at: int) -> dict[str, Any]:
-    """The ResponseResource of a new response (status in_progress, no output, no usage)."""
+def response_template(
+    request: CreateRequest,
+    *,
+    response_id: str,
+    created_at: int,
+    default_temperature: float = _DEFAULT_TEMPERATURE,
+) -> dict[str, Any]:
+    """The ResponseResource of a new response (status in_progress, no output, no usage); a request without
+    `temperature` echoes the one it is sampled at, `default_temperature` (the box's setting)."""
     template: dict[str, Any] = {
         "id": response_id,
         "object": "response",
@@ -84,7 +91,7 @@ def response_template(request: CreateRequest, *, response_id: str, created_at: i
         "safety_identifier": request.safety_identifier,
         "service_tier": "default",
         "store": request.store,
-        "temperature": _DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
+        "temperature": default_temperature if request.temperature is None else request.temperature,
         "text": {
             "format": dict(request.text_format or {"type": "text"}),
             "verbosity": request.verbosity or "medium",

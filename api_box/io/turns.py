@@ -391,7 +391,12 @@ class TurnRunner:
         return replace(create, input=tuple(window)), self.seal_compaction(window, tenant), None
 
     async def _respond(self, turn: _Turn) -> TurnResult:
-        template = response_template(turn.create, response_id=turn.response_id, created_at=int(self.wall()))
+        template = response_template(
+            turn.create,
+            response_id=turn.response_id,
+            created_at=int(self.wall()),
+            default_temperature=self.settings.default_temperature,
+        )
         events = ResponseEvents(template, new_id, turn.create.tools)
         if turn.control is not None:
             turn.control.created(events)
@@ -425,7 +430,9 @@ class TurnRunner:
             ),
             metadata=create.metadata,
             model=create.model,
-            temperature=1.0 if create.temperature is None else create.temperature,
+            temperature=self.settings.default_temperature
+            if create.temperature is None
+            else create.temperature,
             top_p=1.0 if create.top_p is None else create.top_p,
             generate=create.generate,
             tokenizer_fingerprint=turn.model.fingerprint,

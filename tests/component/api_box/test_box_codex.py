@@ -217,3 +217,18 @@ async def test_a_stateless_request_is_routed_by_its_prompt_cache_key(
     keyed, plain = (sent.request for sent in fake_pool.sent)
     assert (keyed.cache_key, keyed.routing_key) == (None, "session-a")
     assert (plain.cache_key, plain.routing_key) == (None, None)  # the pool hashes the chain's first block
+
+
+async def test_a_request_without_temperature_is_sampled_at_the_box_default(
+    make_box: BoxFactory, fake_pool: FakeWorkerPool
+) -> None:
+    # Codex never sends a temperature; TETHER_BOX_DEFAULT_TEMPERATURE=0 makes a small model answer greedily.
+    box = await make_box(default_temperature=0.0)
+    async with box.ws_connect("/v1/responses", headers=CODEX_HEADERS) as ws:
+        plain = (await ws_turn(ws, {"input": "hi", **CODEX_FIELDS}))[-1]["response"]
+        sent = (await ws_turn(ws, {"input": "hi", **CODEX_FIELDS, "temperature": 0.7}))[-1]["response"]
+    assert (plain["temperature"], sent["temperature"]) == (0.0, 0.7)
+    assert [s.request.temperature for s in fake_pool.sent] == [0.0, 0.7]
+    http = await (await box.post("/v1/responses", json={"model": "m", "input": "hi"}, headers=AUTH)).json()
+    assert http["temperature"] == 0.0
+    assert fake_pool.sent[-1].request.temperature == 0.0

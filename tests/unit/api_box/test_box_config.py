@@ -14,6 +14,12 @@ def test_defaults_are_valid() -> None:
     assert s.connection_max_seconds == 3600.0
     assert s.workers == ("127.0.0.1:50051",)
     assert s.limits.max_json_depth == s.max_json_depth
+    assert s.default_temperature == 1.0  # the API's default
+
+
+def test_the_default_temperature_comes_from_the_environment() -> None:
+    assert Settings.from_env({"TETHER_BOX_DEFAULT_TEMPERATURE": "0"}).default_temperature == 0.0
+    assert Settings.from_env({"TETHER_BOX_DEFAULT_TEMPERATURE": "0.2"}).default_temperature == 0.2
 
 
 def test_environment_is_read_with_types() -> None:
@@ -45,6 +51,9 @@ def test_environment_is_read_with_types() -> None:
         ({"TETHER_BOX_WORKERS": "nohost"}, "workers"),
         ({"TETHER_BOX_LOG_FORMAT": "xml"}, "log_format"),
         ({"TETHER_BOX_SESSION_STORE_BYTES": "0"}, "session_store_bytes"),
+        ({"TETHER_BOX_DEFAULT_TEMPERATURE": "2.5"}, "default_temperature"),
+        ({"TETHER_BOX_DEFAULT_TEMPERATURE": "-0.1"}, "default_temperature"),
+        ({"TETHER_BOX_DEFAULT_TEMPERATURE": "nan"}, "default_temperature"),
     ],
 )
 def test_bad_values_fail_loudly_naming_the_setting(env: dict[str, str], name: str) -> None:

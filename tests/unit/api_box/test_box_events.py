@@ -176,3 +176,13 @@ def test_template_echoes_the_request() -> None:
     assert t["temperature"] == 1.0
     assert t["top_p"] == 1.0
     assert t["tool_choice"] == "auto"
+
+
+def test_template_echoes_the_default_temperature_only_when_the_request_sends_none() -> None:
+    create = CreateRequest(model="m", input=())
+    assert (
+        response_template(create, response_id="r", created_at=0, default_temperature=0.0)["temperature"] == 0
+    )
+    sent = CreateRequest(model="m", input=(), temperature=0.7)
+    echoed = response_template(sent, response_id="r", created_at=0, default_temperature=0.0)
+    assert echoed["temperature"] == 0.7
