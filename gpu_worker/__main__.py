@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -21,6 +20,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 
 from gpu_worker.config import ENGINES, LOG_FORMATS, SettingsError, WorkerSettings
+from tether_runtime.logs import configure_logging
 
 __all__ = ["build_parser", "main"]
 
@@ -65,29 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-            "component": "gpu_worker",
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
 def _configure_logging(settings: WorkerSettings) -> None:
-    handler = logging.StreamHandler(sys.stderr)  # stdout carries only the start-up line
-    if settings.log_format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.log_level)
+    # stderr: stdout carries only the start-up line. The JSON schema is docs/logging.md.
+    configure_logging("gpu_worker", settings.log_format, settings.log_level)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -1,6 +1,7 @@
 """Settings of one worker process: a frozen dataclass built from the environment, CLI flags on top.
 
-Environment (all optional; a bad value fails start-up with the variable's name):
+Environment (all optional; an empty variable is unset; a bad value fails start-up with the variable's name;
+read by the shared loader, tether_runtime/settings.py, with the declarations at the end of this module):
 
     TETHER_WORKER_HOST                          127.0.0.1   gRPC bind address
     TETHER_WORKER_PORT                          50051       gRPC port (0: pick a free one)
@@ -14,8 +15,8 @@ Environment (all optional; a bad value fails start-up with the variable's name):
     TETHER_WORKER_RETAINED_SHARE                0.5         share of the budget retained chains may hold
     TETHER_WORKER_MAX_RETAIN_SECONDS            43200       retain_seconds cap (INVALID_ARGUMENT beyond)
     TETHER_WORKER_SPEED                         1.0         sim time scale (0: no delays)
-    TETHER_WORKER_LOG_FORMAT                    text        text | json
-    TETHER_WORKER_LOG_LEVEL                     INFO
+    TETHER_WORKER_LOG_FORMAT                    text        text | json (docs/logging.md)
+    TETHER_WORKER_LOG_LEVEL                     INFO        DEBUG | INFO | WARNING | ERROR | CRITICAL
     TETHER_WORKER_DRAIN_SECONDS                 30          in-flight budget on SIGTERM
     TETHER_WORKER_MAX_MESSAGE_BYTES             8388608     gRPC message size limit
     TETHER_WORKER_MAX_CONCURRENT_RPCS           8192
@@ -37,18 +38,20 @@ Environment (all optional; a bad value fails start-up with the variable's name):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal, get_args
 
 from gpu_worker.core.agent import AgentSettings
 from gpu_worker.core.timing import TimingModel
 from gpu_worker.core.validation import Limits
+from tether_runtime.logs import LOG_FORMATS, LOG_LEVELS, LogFormat, LogLevel
+from tether_runtime.settings import EnvLoader
 
-__all__ = ["ENGINES", "LOG_FORMATS", "SettingsError", "WorkerSettings"]
+__all__ = ["ENGINES", "ENV_LOADERS", "LOG_FORMATS", "SettingsError", "WorkerSettings", "env_variables"]
 
-ENGINES = ("sim", "torch", "vllm")
-LOG_FORMATS = ("text", "json")
+Engine = Literal["sim", "torch", "vllm"]  # any case from the environment
+ENGINES: tuple[str, ...] = get_args(Engine)
 _PREFIX = "TETHER_WORKER_"
 
 
@@ -63,15 +66,15 @@ class WorkerSettings:
     host: str = "127.0.0.1"
     port: int = 50051
     metrics_port: int = 0  # -1: off
-    engine: str = "sim"
+    engine: Engine = "sim"
     model_name: str = "tether-sim"  # the name the sim and dummy weights answer to (DescribeModel)
     model_path: str = ""  # torch: a checkpoint, empty: dummy weights; vllm: the model (directory or name)
     kv_budget_tokens: int = 400_000
     # Retained chains (prompt_cache_options.ttl) may hold at most this share of kv_budget_tokens.
     retained_share: float = 0.5
     speed: float = 1.0
-    log_format: str = "text"
-    log_level: str = "INFO"
+    log_format: LogFormat = "text"
+    log_level: LogLevel = "INFO"
     drain_seconds: float = 30.0
     max_message_bytes: int = 8 * 1024 * 1024
     max_concurrent_rpcs: int = 8192
@@ -96,6 +99,7 @@ class WorkerSettings:
             ),
             (math.isfinite(self.speed) and self.speed >= 0, "speed must be a finite number >= 0"),
             (self.log_format in LOG_FORMATS, f"log_format must be one of {', '.join(LOG_FORMATS)}"),
+            (self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}"),
             (self.drain_seconds >= 0, "drain_seconds must be >= 0"),
             (self.max_message_bytes >= 64 * 1024, "max_message_bytes must be >= 65536"),
             (self.max_concurrent_rpcs >= 1, "max_concurrent_rpcs must be >= 1"),
@@ -107,25 +111,19 @@ class WorkerSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> WorkerSettings:
         """Settings from TETHER_WORKER_* variables (defaults for the rest)."""
-        groups: dict[str, dict[str, Any]] = {"": {}, "limits": {}, "timing": {}, "agent": {}}
-        for env_name, (group, attr, parse) in _ENV.items():
-            raw = environ.get(_PREFIX + env_name)
-            if raw is None or not raw.strip():
-                continue
-            try:
-                groups[group][attr] = parse(raw.strip())
-            except ValueError as exc:
-                raise SettingsError(f"{_PREFIX}{env_name}={raw!r}: {exc}") from None
+        values = ENV.read(environ)
         try:
-            return cls(
-                **groups[""],
-                limits=Limits(**groups["limits"]),
-                timing=TimingModel(**groups["timing"]),
-                agent=AgentSettings(**groups["agent"]),
+            return ENV.build(
+                {
+                    **values,
+                    "limits": _LIMITS_ENV.load(environ),
+                    "timing": _TIMING_ENV.load(environ),
+                    "agent": _AGENT_ENV.load(environ),
+                }
             )
         except SettingsError:
             raise
-        except ValueError as exc:
+        except ValueError as exc:  # the checks of Limits, TimingModel or AgentSettings
             raise SettingsError(str(exc)) from None
 
     def with_overrides(self, **values: Any) -> WorkerSettings:
@@ -138,58 +136,47 @@ class WorkerSettings:
         return self.metrics_port >= 0
 
 
-def _int(raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError("not an integer") from None
+# Field → variable. The worker's own fields are TETHER_WORKER_<FIELD>; the request limits, the sim's timing
+# and its agent defaults are read from the TETHER_WORKER_* names of the table above.
+ENV = EnvLoader(WorkerSettings, _PREFIX, exclude=("limits", "timing", "agent"), error=SettingsError)
+_LIMITS_ENV = EnvLoader(
+    Limits,
+    _PREFIX,
+    names={
+        "max_retain_seconds": "MAX_RETAIN_SECONDS",
+        "max_prompt_tokens": "MAX_PROMPT_TOKENS",
+        "max_output_tokens": "MAX_OUTPUT_TOKENS",
+        "default_max_output_tokens": "DEFAULT_MAX_OUTPUT_TOKENS",
+    },
+    error=SettingsError,
+)
+_TIMING_ENV = EnvLoader(
+    TimingModel,
+    _PREFIX,
+    names={
+        "max_running": "MAX_RUNNING",
+        "max_queue": "MAX_QUEUE",
+        "max_batched_tokens": "MAX_BATCHED_TOKENS",
+        "prefill_seconds_per_token": "PREFILL_SECONDS_PER_TOKEN",
+        "decode_step_base_seconds": "DECODE_STEP_SECONDS",
+        "decode_step_per_sequence_seconds": "DECODE_STEP_PER_SEQUENCE_SECONDS",
+        "request_overhead_seconds": "REQUEST_OVERHEAD_SECONDS",
+    },
+    error=SettingsError,
+)
+_AGENT_ENV = EnvLoader(
+    AgentSettings,
+    _PREFIX,
+    names={
+        "tool_calls_per_message": "TOOL_CALLS_PER_MESSAGE",
+        "answer_tokens": "ANSWER_TOKENS",
+        "argument_bytes": "ARGUMENT_BYTES",
+    },
+    error=SettingsError,
+)
+ENV_LOADERS = (ENV, _LIMITS_ENV, _TIMING_ENV, _AGENT_ENV)
 
 
-def _float(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError("not a number") from None
-    if not math.isfinite(value):
-        raise ValueError("not a finite number")
-    return value
-
-
-def _text(raw: str) -> str:
-    return raw
-
-
-def _lower(raw: str) -> str:
-    return raw.lower()
-
-
-_ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
-    "HOST": ("", "host", _text),
-    "PORT": ("", "port", _int),
-    "METRICS_PORT": ("", "metrics_port", _int),
-    "ENGINE": ("", "engine", _lower),
-    "MODEL_NAME": ("", "model_name", _text),
-    "MODEL_PATH": ("", "model_path", _text),
-    "KV_BUDGET_TOKENS": ("", "kv_budget_tokens", _int),
-    "RETAINED_SHARE": ("", "retained_share", _float),
-    "MAX_RETAIN_SECONDS": ("limits", "max_retain_seconds", _int),
-    "SPEED": ("", "speed", _float),
-    "LOG_FORMAT": ("", "log_format", _lower),
-    "LOG_LEVEL": ("", "log_level", str.upper),
-    "DRAIN_SECONDS": ("", "drain_seconds", _float),
-    "MAX_MESSAGE_BYTES": ("", "max_message_bytes", _int),
-    "MAX_CONCURRENT_RPCS": ("", "max_concurrent_rpcs", _int),
-    "MAX_PROMPT_TOKENS": ("limits", "max_prompt_tokens", _int),
-    "MAX_OUTPUT_TOKENS": ("limits", "max_output_tokens", _int),
-    "DEFAULT_MAX_OUTPUT_TOKENS": ("limits", "default_max_output_tokens", _int),
-    "MAX_RUNNING": ("timing", "max_running", _int),
-    "MAX_QUEUE": ("timing", "max_queue", _int),
-    "MAX_BATCHED_TOKENS": ("timing", "max_batched_tokens", _int),
-    "PREFILL_SECONDS_PER_TOKEN": ("timing", "prefill_seconds_per_token", _float),
-    "DECODE_STEP_SECONDS": ("timing", "decode_step_base_seconds", _float),
-    "DECODE_STEP_PER_SEQUENCE_SECONDS": ("timing", "decode_step_per_sequence_seconds", _float),
-    "REQUEST_OVERHEAD_SECONDS": ("timing", "request_overhead_seconds", _float),
-    "TOOL_CALLS_PER_MESSAGE": ("agent", "tool_calls_per_message", _int),
-    "ANSWER_TOKENS": ("agent", "answer_tokens", _int),
-    "ARGUMENT_BYTES": ("agent", "argument_bytes", _int),
-}
+def env_variables() -> frozenset[str]:
+    """Every TETHER_WORKER_* variable WorkerSettings reads (the engines' own are in their modules)."""
+    return frozenset(v for loader in ENV_LOADERS for v in loader.variables.values())

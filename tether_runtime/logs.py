@@ -32,12 +32,14 @@ __all__ = [
     "TEXT_FORMAT",
     "JsonFormatter",
     "LogFormat",
+    "LogLevel",
     "configure_logging",
 ]
 
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]  # any case from the environment
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 # The keys of every JSON line (exc only with an exception), then the optional context fields.
 FIELDS = ("ts", "level", "logger", "msg", "component", "exc")
 CONTEXT_FIELDS = ("request_id", "response_id")

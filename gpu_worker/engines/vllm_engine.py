@@ -38,7 +38,7 @@ import itertools
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,9 @@ from gpu_worker.engines.model_output import ModelOutput, new_call_id
 from gpu_worker.engines.vllm_metrics import VllmMetricsBridge
 from gpu_worker.wire.model import ModelDescription
 from gpu_worker.wire.tokenizer import Tokenizer, tokenizer_for
+from tether_runtime.settings import EnvLoader
 
-__all__ = ["VllmApi", "VllmEngine", "VllmSettings", "load_vllm"]
+__all__ = ["VLLM_ENV", "VllmApi", "VllmEngine", "VllmSettings", "load_vllm"]
 
 _LOG = logging.getLogger("gpu_worker.vllm")
 _ENV_PREFIX = "TETHER_WORKER_VLLM_"
@@ -99,18 +100,7 @@ class VllmSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> VllmSettings:
         """Build from TETHER_WORKER_VLLM_* variables (others are ignored); bad values raise ValueError."""
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            env = _ENV_PREFIX + f.name.upper()
-            raw = environ.get(env)
-            if raw is None or not raw.strip():
-                continue
-            kind = str(f.type)
-            try:
-                values[f.name] = _PARSERS.get(kind, str.strip)(raw.strip())
-            except ValueError:
-                raise ValueError(f"{env}={raw!r} is not a valid {kind}") from None
-        return cls(**values)
+        return VLLM_ENV.load(environ)
 
     def extra_args(self) -> dict[str, Any]:
         """TETHER_WORKER_VLLM_ENGINE_ARGS as a dict (ValueError if it is not a JSON object of other args)."""
@@ -153,16 +143,8 @@ class VllmSettings:
         return kwargs
 
 
-def _bool(raw: str) -> bool:
-    value = raw.lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{raw!r} is not a boolean")
-
-
-_PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "bool": _bool}
+# Field → variable: TETHER_WORKER_VLLM_<FIELD> (tether_runtime/settings.py reads them).
+VLLM_ENV = EnvLoader(VllmSettings, _ENV_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from importlib import metadata
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
-__all__ = ["LATENCY_BUCKETS", "WorkerMetrics", "build_version"]
+from tether_runtime.metrics import LATENCY_BUCKETS, register_build_info
 
-LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 40, 80,
-)  # fmt: skip
-
-
-def build_version() -> str:
-    """The installed package version (for tether_build_info)."""
-    try:
-        return metadata.version("tether")
-    except metadata.PackageNotFoundError:
-        return "0.0.0+unknown"
+__all__ = ["LATENCY_BUCKETS", "WorkerMetrics"]
 
 
 class WorkerMetrics:
@@ -26,10 +14,7 @@ class WorkerMetrics:
 
     def __init__(self, registry: CollectorRegistry, *, budget_tokens: int, process: bool = True) -> None:
         self.registry = registry
-        build = Gauge(
-            "tether_build_info", "Build of this process.", ["component", "version"], registry=registry
-        )
-        build.labels(component="gpu_worker", version=build_version()).set(1)
+        register_build_info(registry, "gpu_worker")
         if process:
             ProcessCollector(registry=registry)
         self.generate_total = Counter(

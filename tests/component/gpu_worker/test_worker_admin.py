@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from importlib import metadata
 from pathlib import Path
 
 import aiohttp
@@ -36,7 +37,7 @@ async def test_metrics_endpoint_exports_every_catalog_name(
     assert len(names) >= 14  # the catalog parsed (it lists 14 today)
     for name in names:
         assert re.search(rf"^{name}(_total|_bucket|_count)?[{{ ]", body, flags=re.MULTILINE), name
-    assert 'tether_build_info{component="gpu_worker",version=' in body
+    assert f'tether_build_info{{component="gpu_worker",version="{metadata.version("tether")}"}}' in body
     assert "process_cpu_seconds_total" in body
     assert 'tether_worker_generate_total{code="OK"} 1.0' in body
 

@@ -87,3 +87,44 @@ def test_bad_flags_and_values_exit_2(capsys: pytest.CaptureFixture[str]) -> None
     assert exc.value.code == 2
     assert main(["--kv-budget-tokens", "-5"]) == 2
     assert "kv_budget_tokens" in capsys.readouterr().err
+
+
+def test_the_documented_variables_are_the_ones_read() -> None:
+    """gpu_worker/config.py's table of variables names exactly what the declarations read."""
+    import re
+
+    import gpu_worker.config as config
+
+    documented = set(re.findall(r"^    (TETHER_WORKER_\w+)\s", config.__doc__ or "", flags=re.MULTILINE))
+    assert documented == config.env_variables()
+    assert "TETHER_WORKER_DECODE_STEP_SECONDS" in documented  # timing.decode_step_base_seconds
+
+
+def test_engine_and_log_values_are_read_in_any_case() -> None:
+    s = WorkerSettings.from_env({"TETHER_WORKER_LOG_FORMAT": "JSON", "TETHER_WORKER_ENGINE": "Torch"})
+    assert (s.log_format, s.engine) == ("json", "torch")
+    with pytest.raises(SettingsError, match="TETHER_WORKER_LOG_LEVEL='loud' is not one of DEBUG"):
+        WorkerSettings.from_env({"TETHER_WORKER_LOG_LEVEL": "loud"})
+
+
+def test_json_logs_are_lines_of_the_shared_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import logging
+
+    from gpu_worker.__main__ import _configure_logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        _configure_logging(WorkerSettings(log_format="json"))
+        logging.getLogger("gpu_worker.torch").warning("evicted %d chains", 3)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    line = json.loads(capsys.readouterr().err)
+    assert (line["level"], line["logger"], line["msg"], line["component"]) == (
+        "warning",
+        "gpu_worker.torch",
+        "evicted 3 chains",
+        "gpu_worker",
+    )
