@@ -34,7 +34,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -59,8 +59,9 @@ from gpu_worker.engines.torch_model import (
 from gpu_worker.engines.torch_output import PLAIN_VOCAB, OutputPlan, common_prefix, plan_for
 from gpu_worker.wire.model import ModelDescription, tether_description
 from gpu_worker.wire.tokenizer import Tokenizer, tokenizer_for
+from tether_runtime.settings import EnvLoader
 
-__all__ = ["TorchEngine", "TorchSettings", "TorchStats"]
+__all__ = ["TORCH_ENV", "TorchEngine", "TorchSettings", "TorchStats"]
 
 log = logging.getLogger("gpu_worker.torch")
 
@@ -100,20 +101,7 @@ class TorchSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> TorchSettings:
         """Build from TETHER_WORKER_TORCH_* variables (others are ignored); bad values raise ValueError."""
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            env = _ENV_PREFIX + f.name.upper()
-            raw = environ.get(env)
-            if raw is None:
-                continue
-            if f.type in ("int", int):
-                try:
-                    values[f.name] = int(raw)
-                except ValueError:
-                    raise ValueError(f"{env}={raw!r} is not an integer") from None
-            else:
-                values[f.name] = raw.strip()
-        return cls(**values)
+        return TORCH_ENV.load(environ)
 
     def torch_device(self) -> torch.device:
         """The device to run on: CUDA when available (auto), else the CPU."""
@@ -129,6 +117,10 @@ class TorchSettings:
         if self.dtype == "auto":
             return torch.bfloat16 if device.type == "cuda" else torch.float32
         return _DTYPES[self.dtype]
+
+
+# Field → variable: TETHER_WORKER_TORCH_<FIELD> (tether_runtime/settings.py reads them).
+TORCH_ENV = EnvLoader(TorchSettings, _ENV_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)

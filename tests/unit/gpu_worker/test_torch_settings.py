@@ -32,7 +32,7 @@ def test_settings_from_the_environment() -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"TETHER_WORKER_TORCH_MAX_BATCH": "many"}, "not an integer"),
+        ({"TETHER_WORKER_TORCH_MAX_BATCH": "many"}, "not a valid int"),
         ({"TETHER_WORKER_TORCH_MAX_BATCH": "0"}, "max_batch must be positive"),
         ({"TETHER_WORKER_TORCH_PRESET": "huge"}, "unknown model preset"),
         ({"TETHER_WORKER_TORCH_DTYPE": "int8"}, "dtype"),
