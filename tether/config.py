@@ -1,18 +1,20 @@
 """ClusterSpec: what `tether up` (and `LocalCluster` in tests) starts, built from the environment.
 
 Environment names are `TETHER_UP_<FIELD>` (e.g. `TETHER_UP_BOXES=3`, `TETHER_UP_REDIS_URL=redis://...`);
-command-line flags override them (tether/cli.py). Bad values fail loudly with ConfigError.
+command-line flags override them (tether/cli.py). The variables are read by the shared loader
+(tether_runtime/settings.py: an empty variable is unset). Bad values fail loudly with ConfigError.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Literal
+from dataclasses import dataclass
 
 from gpu_worker.client import ROUTINGS
 from tether.errors import ConfigError
+from tether_runtime.logs import LogFormat
+from tether_runtime.settings import EnvLoader
 
 ENV_PREFIX = "TETHER_UP_"
 DEV_API_KEY = "tether-dev-key"
@@ -20,8 +22,7 @@ CLI_DEFAULT_PORT = 8080
 MAX_PROCESSES_PER_KIND = 64
 
 RedisChoice = str | None  # "auto" | a redis:// URL | None (no Redis)
-LogFormat = Literal["text", "json"]
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+_NO_REDIS = ("off", "none", "0", "false", "no")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,42 +82,23 @@ class ClusterSpec:
         defaults to port 0 and no restarts.
         `TETHER_UP_REDIS_URL` sets a URL, `TETHER_UP_REDIS=off` disables Redis.
         """
-        values: dict[str, object] = {"port": CLI_DEFAULT_PORT, "restart": True}
-        for field in fields(cls):
-            raw = environ.get(ENV_PREFIX + field.name.upper())
-            if raw is not None and field.name != "redis":
-                values[field.name] = _convert(field.name, raw, field.type)
-        redis_url = environ.get(ENV_PREFIX + "REDIS_URL")
-        redis = environ.get(ENV_PREFIX + "REDIS")
+        values: dict[str, object] = {"port": CLI_DEFAULT_PORT, "restart": True, **ENV.read(environ)}
+        redis_url = environ.get(ENV_PREFIX + "REDIS_URL", "").strip()
+        redis = environ.get(ENV_PREFIX + "REDIS", "").strip()
         if redis_url:
             values["redis"] = redis_url
-        elif redis is not None:
-            values["redis"] = None if redis.lower() in ("off", "none", "0", "false", "no") else redis
+        elif redis:
+            values["redis"] = None if redis.lower() in _NO_REDIS else redis
         values.update(overrides)
         if values.get("model_path") and "engine" not in values:
             values["engine"] = "torch"  # a checkpoint is served by the torch engine
-        try:
-            return cls(**values)  # type: ignore[arg-type]
-        except TypeError as exc:  # an override of the wrong name
-            raise ConfigError(str(exc)) from exc
-
-
-def _convert(name: str, raw: str, annotation: object) -> object:
-    kind = str(annotation)
-    try:
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-        if kind == "bool" and raw.strip().lower() in _TRUE + _FALSE:
-            return raw.strip().lower() in _TRUE
-        if kind == "bool":
-            raise ValueError(raw)
-    except ValueError:
-        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
-    return raw
+        return ENV.build(values)
 
 
 def _check(ok: bool, name: str, value: object, expected: str) -> None:
     if not ok:
         raise ConfigError(f"bad {name} {value!r}: expected {expected}")
+
+
+# Field → variable: TETHER_UP_<FIELD>; `redis` comes from TETHER_UP_REDIS_URL or TETHER_UP_REDIS (above).
+ENV = EnvLoader(ClusterSpec, ENV_PREFIX, exclude=("redis",), hidden=("api_key",), error=ConfigError)

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TextIO
 
-from tether.config import LogFormat
+from tether_runtime.logs import LogFormat
 
 LAUNCHER = "tether"  # the process name of the launcher's own log lines
 

@@ -68,7 +68,7 @@ def test_overrides_win_over_the_environment() -> None:
         ({"TETHER_UP_LOG_FORMAT": "xml"}, "log_format"),
         ({"TETHER_UP_REDIS_URL": "http://localhost"}, "redis"),
         ({"TETHER_UP_API_KEY": "two words"}, "api_key"),
-        ({"TETHER_UP_HOST": ""}, "host"),
+        ({"TETHER_UP_HOST": "has space"}, "host"),
         ({"TETHER_UP_START_TIMEOUT": "0"}, "start_timeout"),
     ],
 )
@@ -91,3 +91,8 @@ def test_the_api_key_is_not_echoed_in_errors() -> None:
 
 def test_unexpected_errors_exit_with_status_one() -> None:
     assert exit_status(RuntimeError("boom")) == 1
+
+
+def test_an_empty_variable_is_unset() -> None:
+    spec = ClusterSpec.from_env({"TETHER_UP_HOST": "", "TETHER_UP_REDIS": " ", "TETHER_UP_BOXES": ""})
+    assert (spec.host, spec.redis, spec.boxes) == ("127.0.0.1", "auto", 2)

@@ -19,13 +19,13 @@ def test_text_lines_are_prefixed_with_the_process_name() -> None:
 def test_json_records_embed_a_childs_json_and_keep_other_lines_as_text() -> None:
     out = io.StringIO()
     printer = LinePrinter("json", out)
-    printer("worker-0", "stderr", '{"level": "info", "message": "serving"}')
+    printer("worker-0", "stderr", '{"level": "info", "msg": "serving"}')
     printer("redis", "stdout", "{not json")
     first, second = (json.loads(line) for line in out.getvalue().splitlines())
     assert (first["process"], first["stream"], first["record"]) == (
         "worker-0",
         "stderr",
-        {"level": "info", "message": "serving"},
+        {"level": "info", "msg": "serving"},
     )
     assert second["line"] == "{not json"
     assert "record" not in second
