@@ -2,7 +2,8 @@
 
 Each container's `--flag=value` arguments and literal env are turned into the component's own
 `TETHER_<COMPONENT>_*` environment (flags name settings fields one to one) and fed to its `Settings.from_env`,
-so an unknown flag, a misspelt variable or a bad value fails here instead of in a crash-looping pod.
+so an unknown flag, a misspelt variable or a bad value fails here instead of in a crash-looping pod. Every
+variable must be one the component declares (its `tether_runtime.settings.EnvLoader`s).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from prometheus_client import CollectorRegistry
 import api_box.__main__ as box_main
 import gpu_worker.__main__ as worker_main
 import router.__main__ as router_main
+from api_box.config import ENV as BOX_ENV
 from api_box.config import Settings as BoxSettings
 from api_box.core.auth import KeyRing
 from api_box.io.app import build_app as build_box_app
 from gpu_worker.client import WorkerPool
-from gpu_worker.config import WorkerSettings
-from gpu_worker.engines.vllm_engine import VllmSettings
+from gpu_worker.config import WorkerSettings, env_variables
+from gpu_worker.engines.vllm_engine import VLLM_ENV, VllmSettings
+from router.config import ENV as ROUTER_ENV
 from router.config import Settings as RouterSettings
 from router.io.admin import build_admin_app as build_router_admin_app
 
@@ -38,8 +41,12 @@ BUILDERS: dict[str, Callable[[Mapping[str, str]], Any]] = {
 ENGINE_SETTINGS: dict[str, Callable[[Mapping[str, str]], Any]] = {
     "TETHER_WORKER_VLLM_": VllmSettings.from_env
 }
-# Read by the cold store, not by Settings (the same name the local launcher sets: tether/core/plan.py).
-READ_ELSEWHERE = {"TETHER_BOX_REDIS_URL"}
+# The variables each component reads: the declarations of its settings (and of its engines').
+DECLARED: dict[str, frozenset[str]] = {
+    "router": frozenset(ROUTER_ENV.variables.values()),
+    "api-box": frozenset(BOX_ENV.variables.values()),
+    "worker": env_variables() | frozenset(VLLM_ENV.variables.values()),
+}
 # What the kubelet substitutes for $(VAR) references to downward-API variables.
 DOWNWARD = {"$(POD_NAME)": "tether-api-box-0", "$(POD_NAMESPACE)": "tether-test"}
 
@@ -58,10 +65,6 @@ def process_environment(component: str, container: dict[str, Any]) -> dict[str, 
     return environ
 
 
-def _fields(settings: Any) -> set[str]:
-    return set(type(settings).__dataclass_fields__)
-
-
 @pytest.fixture(params=VALUE_FILES, ids=[v or "defaults" for v in VALUE_FILES])
 def rendered(request: pytest.FixtureRequest) -> Rendered:
     return render(request.param, ALL_APIS)
@@ -71,16 +74,12 @@ def rendered(request: pytest.FixtureRequest) -> Rendered:
 def test_each_process_accepts_what_the_chart_sets(rendered: Rendered, component: str) -> None:
     (container,) = containers(rendered.workload(component))
     environ = process_environment(component, container)
-    settings = BUILDERS[component](environ)  # raises on a bad value
-    for variable in environ.keys() - READ_ELSEWHERE:
+    BUILDERS[component](environ)  # raises on a bad value
+    for variable in environ:
         engine = next((p for p in ENGINE_SETTINGS if variable.startswith(p)), None)
         if engine is not None:  # read by the engine's own settings
-            engine_settings = ENGINE_SETTINGS[engine](environ)  # raises on a bad value
-            field = variable.removeprefix(engine).lower()
-            assert field in _fields(engine_settings), f"{variable} is not a {engine}* setting"
-            continue
-        field = variable.removeprefix(PREFIXES[component]).lower()
-        assert field in _fields(settings), f"{variable} is not a {component} setting"
+            ENGINE_SETTINGS[engine](environ)  # raises on a bad value
+        assert variable in DECLARED[component], f"{variable} is not a {component} setting"
 
 
 def test_ports_are_the_ones_the_processes_bind() -> None:
