@@ -12,7 +12,8 @@ field is read from one variable, `prefix + FIELD IN UPPER CASE`, unless `names` 
     tuple[X, ...]    comma-separated X (str, int or float), blank parts dropped
     X | None         none or off (any case) is None when X is not str; otherwise as X
 
-An empty or blank variable counts as unset: the field keeps its default.
+An empty or blank variable counts as unset: the field keeps its default; for the fields in `keep_empty` it
+is a value (the empty text, or the empty list: e.g. "run none of these").
 
 A bad text raises the loader's error class (`SettingsError`, or the service's own) with a message naming
 the variable, its text (`<not shown>` for a `hidden` field) and the field:
@@ -127,7 +128,8 @@ class EnvLoader(Generic[T]):
     """Reads the settings dataclass `cls` from `prefix`-ed variables (see the module docstring).
 
     `names` maps fields to variable suffixes (only those fields are read); by default every init field is,
-    as `FIELD.upper()`, except those in `exclude`. `hidden` fields never show their text in an error.
+    as `FIELD.upper()`, except those in `exclude`. `hidden` fields never show their text in an error;
+    `keep_empty` fields take an empty variable as a value rather than as unset.
     `error` is the exception class raised for a bad text or an unknown override.
     """
 
@@ -139,6 +141,7 @@ class EnvLoader(Generic[T]):
         names: Mapping[str, str] | None = None,
         exclude: Collection[str] = (),
         hidden: Collection[str] = (),
+        keep_empty: Collection[str] = (),
         error: Callable[[str], Exception] = SettingsError,
     ) -> None:
         if not dataclasses.is_dataclass(cls):
@@ -155,6 +158,7 @@ class EnvLoader(Generic[T]):
         self.error = error
         self.fields = tuple(init_fields)
         self.hidden = frozenset(hidden)
+        self.keep_empty = frozenset(keep_empty)
         self.variables: Mapping[str, str] = {field: prefix + suffix for field, suffix in names.items()}
         self._parsers = {field: parser_for(hints[field]) for field in self.variables}
 
@@ -170,11 +174,11 @@ class EnvLoader(Generic[T]):
             raise self.error(f"{where}={shown} is not {parser.expected} (setting {field})") from None
 
     def read(self, environ: Mapping[str, str]) -> dict[str, Any]:
-        """The values of the fields whose variable is set (and not blank) in `environ`."""
+        """The values of the fields whose variable is set in `environ` (not blank, but for `keep_empty`)."""
         values: dict[str, Any] = {}
         for field, variable in self.variables.items():
             raw = environ.get(variable)
-            if raw is not None and raw.strip():
+            if raw is not None and (raw.strip() or field in self.keep_empty):
                 values[field] = self.parse(field, raw)
         return values
 

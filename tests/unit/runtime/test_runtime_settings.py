@@ -81,7 +81,12 @@ def test_values_are_parsed_by_the_field_type() -> None:
 
 
 def test_an_empty_or_blank_variable_is_unset() -> None:
-    assert LOADER.load({"T_HOST": "", "T_PORT": "  ", "T_DEFLATE": ""}) == Demo()
+    assert LOADER.load({"T_HOST": "", "T_PORT": "  ", "T_DEFLATE": "", "T_WORKERS": ""}) == Demo()
+
+
+def test_keep_empty_fields_take_an_empty_variable_as_a_value() -> None:
+    loader = EnvLoader(Demo, "T_", exclude=("nested",), keep_empty=("workers", "host"))
+    assert loader.load({"T_WORKERS": "", "T_HOST": ""}) == Demo(workers=(), host="")
 
 
 @pytest.mark.parametrize(
