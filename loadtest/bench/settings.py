@@ -1,10 +1,11 @@
 """BenchSettings: everything `tether bench` does, from `TETHER_BENCH_*` variables with flags on top.
 
-Each field is one knob: an environment variable `TETHER_BENCH_<FIELD IN UPPER CASE>` (tuples are
-comma-separated, booleans 1/0/true/false/yes/no) and a flag of `tether bench` (`--field-name`, `--no-field`
-for a boolean that defaults to on) that loadtest/bench/cli.py derives from the field and its `knob`
-metadata, and applies over the variables. Bad values fail loudly with BenchConfigError naming the
-variable or flag.
+Each field is one knob: an environment variable `TETHER_BENCH_<FIELD IN UPPER CASE>`, read by the shared
+loader (tether_runtime/settings.py: tuples are comma-separated, booleans 1/0/true/false/yes/no/on/off, an
+empty variable is unset except TETHER_BENCH_ARMS, where it means none) and a flag of `tether bench`
+(`--field-name`, `--no-field` for a boolean that defaults to on) that loadtest/bench/cli.py derives from
+the field and its `knob` metadata, and applies over the variables. Bad values fail loudly with
+BenchConfigError naming the variable or flag.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar, get_type_hints
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from gpu_worker.client import ROUTINGS
 from loadtest.bench.arms import DEFAULT_ARMS, KV_REGIMES, Arm, parse_arm
 from loadtest.workload import MAX_HISTORY_TOKENS, MAX_OUTPUT_BYTES, MAX_TOOL_CALLS, MODES, Mode, check_mode
+from tether_runtime.settings import EnvLoader, parser_for
 
 ENV_PREFIX = "TETHER_BENCH_"
 LINKS = ("loopback", "shaped")
@@ -188,13 +190,7 @@ class BenchSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> BenchSettings:
         """Settings from TETHER_BENCH_* variables."""
-        hints = get_type_hints(cls)
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            name = ENV_PREFIX + f.name.upper()
-            if name in env:
-                values[f.name] = convert(name, env[name], hints[f.name])
-        return cls(**values)
+        return ENV.load(env)
 
     def replace(self, **changes: Any) -> BenchSettings:
         """A copy with the given fields changed (None values are ignored: flags not given)."""
@@ -238,22 +234,12 @@ SMOKE = {
 
 def convert(name: str, raw: str, kind: Any) -> Any:
     """`raw` (a variable's or a flag's text) as a value of type `kind`; BenchConfigError naming `name`."""
-    text = raw.strip()
+    parser = parser_for(kind)
     try:
-        if kind is bool:
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        if kind is int:
-            return int(text)
-        if kind is float:
-            return float(text)
-        if kind == tuple[int, ...]:
-            return tuple(int(part) for part in text.split(",") if part.strip())
-        if kind == tuple[str, ...]:
-            return tuple(part.strip() for part in text.split(",") if part.strip())
-        return text
+        return parser.parse(raw.strip())
     except ValueError:
-        raise BenchConfigError(f"{name}={raw!r} is not a valid {getattr(kind, '__name__', kind)}") from None
+        raise BenchConfigError(f"{name}={raw!r} is not {parser.expected}") from None
+
+
+# Field → variable: TETHER_BENCH_<FIELD>; an empty TETHER_BENCH_ARMS runs no arms, as `--arms ''` does.
+ENV = EnvLoader(BenchSettings, ENV_PREFIX, keep_empty=("arms",), error=BenchConfigError)

@@ -78,3 +78,13 @@ def test_flags_convert_like_the_variables_and_name_the_flag() -> None:
     assert (settings.boxes, settings.speed, settings.plots, settings.capacity) == (2, 0.5, False, False)
     with pytest.raises(BenchConfigError, match="--boxes"):
         settings_from_args(build_parser().parse_args(["bench", "--boxes", "two"]), {})
+
+
+def test_an_empty_arms_variable_runs_no_arms_and_other_empty_variables_are_unset() -> None:
+    settings = BenchSettings.from_env(
+        {"TETHER_BENCH_ARMS": "", "TETHER_BENCH_BOXES": "", "TETHER_BENCH_PLOTS": ""}
+    )
+    assert settings.arms == ()
+    assert (settings.boxes, settings.plots) == (BenchSettings().boxes, True)
+    with pytest.raises(BenchConfigError, match="TETHER_BENCH_BOXES='two' is not a valid int"):
+        BenchSettings.from_env({"TETHER_BENCH_BOXES": "two"})
