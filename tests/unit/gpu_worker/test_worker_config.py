@@ -107,20 +107,15 @@ def test_engine_and_log_values_are_read_in_any_case() -> None:
         WorkerSettings.from_env({"TETHER_WORKER_LOG_LEVEL": "loud"})
 
 
+@pytest.mark.usefixtures("root_logger")
 def test_json_logs_are_lines_of_the_shared_schema(capsys: pytest.CaptureFixture[str]) -> None:
     import json
     import logging
 
     from gpu_worker.__main__ import _configure_logging
 
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        _configure_logging(WorkerSettings(log_format="json"))
-        logging.getLogger("gpu_worker.torch").warning("evicted %d chains", 3)
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
+    _configure_logging(WorkerSettings(log_format="json"))
+    logging.getLogger("gpu_worker.torch").warning("evicted %d chains", 3)
     line = json.loads(capsys.readouterr().err)
     assert (line["level"], line["logger"], line["msg"], line["component"]) == (
         "warning",

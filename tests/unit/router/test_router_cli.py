@@ -24,19 +24,14 @@ def test_k8s_membership_without_the_kubernetes_client_exits_2(
     assert "pip install 'tether[k8s]'" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("root_logger")
 def test_json_logs_are_lines_of_the_shared_schema(capsys: pytest.CaptureFixture[str]) -> None:
     settings = Settings.from_env({"TETHER_ROUTER_BOXES": "a=127.0.0.1:1", "TETHER_ROUTER_LOG_FORMAT": "json"})
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    configure_logging(settings)
     try:
-        configure_logging(settings)
-        try:
-            raise OSError("refused")
-        except OSError:
-            logging.getLogger("router.relay").exception("connect to %s failed", "box-0")
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
+        raise OSError("refused")
+    except OSError:
+        logging.getLogger("router.relay").exception("connect to %s failed", "box-0")
     line = json.loads(capsys.readouterr().err)
     assert (line["level"], line["logger"], line["msg"], line["component"]) == (
         "error",

@@ -6,7 +6,6 @@ import io
 import logging
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -60,18 +59,7 @@ def test_the_documented_fields_are_the_ones_written() -> None:
     assert documented == [*FIELDS, *CONTEXT_FIELDS]
 
 
-@pytest.fixture
-def restored_root() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-
-
-@pytest.mark.usefixtures("restored_root")
+@pytest.mark.usefixtures("root_logger")
 def test_configure_logging_writes_json_at_the_level_given() -> None:
     stream = io.StringIO()
     configure_logging("api_box", "json", "warning", stream=stream)
@@ -81,7 +69,7 @@ def test_configure_logging_writes_json_at_the_level_given() -> None:
     assert (line["msg"], line["component"], line["level"]) == ("kept", "api_box", "warning")
 
 
-@pytest.mark.usefixtures("restored_root")
+@pytest.mark.usefixtures("root_logger")
 def test_configure_logging_text_and_bad_values() -> None:
     stream = io.StringIO()
     configure_logging("router", "text", "INFO", stream=stream)
