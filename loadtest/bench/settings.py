@@ -220,6 +220,7 @@ SMOKE = {
     "capacity_tokens": 1000,
     "capacity_levels": (1, 2),
     "capacity_max_agents": 2,
+    "overhead": False,  # the emulator's own cost: tests/component/loadtest measures its parts
     "first_turn_tokens": 200,
     "think_seconds": 0.0,
     "kv_budgets": ("unbounded",),
