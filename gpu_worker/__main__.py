@@ -110,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `tether-gpu-worker`."""
     args = build_parser().parse_args(argv)
     try:
-        settings = WorkerSettings.from_env(os.environ).with_overrides(
+        settings = WorkerSettings.from_env(
+            os.environ,
             host=args.host,
             port=args.port,
             metrics_port=args.metrics_port,

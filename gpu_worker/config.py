@@ -109,9 +109,11 @@ class WorkerSettings:
                 raise SettingsError(message)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> WorkerSettings:
-        """Settings from TETHER_WORKER_* variables (defaults for the rest)."""
-        values = ENV.read(environ)
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> WorkerSettings:
+        """Settings from TETHER_WORKER_* variables (defaults for the rest), with `overrides` (command-line
+        flags; None: not given) on top before any check, so a flag and a variable may complete each other
+        (`--engine torch` with TETHER_WORKER_MODEL_PATH)."""
+        values = {**ENV.read(environ), **{k: v for k, v in overrides.items() if v is not None}}
         try:
             return ENV.build(
                 {

@@ -123,3 +123,11 @@ def test_json_logs_are_lines_of_the_shared_schema(capsys: pytest.CaptureFixture[
         "evicted 3 chains",
         "gpu_worker",
     )
+
+
+def test_a_flag_and_a_variable_complete_each_other_before_the_checks() -> None:
+    environ = {"TETHER_WORKER_MODEL_PATH": "/models/m.gguf"}
+    settings = WorkerSettings.from_env(environ, engine="torch", port=None)
+    assert (settings.engine, settings.model_path, settings.port) == ("torch", "/models/m.gguf", 50051)
+    with pytest.raises(SettingsError, match="model path"):
+        WorkerSettings.from_env(environ)  # the sim serves no checkpoint
