@@ -10,6 +10,12 @@ The provider block is the one the README documents:
     env_key = "TETHER_API_KEY"              # the variable holding the API key
     wire_api = "responses"
     supports_websockets = true              # WebSocket mode; false: HTTP POST + SSE
+
+`SmallContext` adds the settings the README gives for a model with a small context (SmolLM2-135M-Instruct,
+8192 tokens): Codex 0.171's first request renders to 9,198 tokens on it as configured by default (its base
+instructions, skills and environment blocks, and ~20 KB of tool definitions); with these it is 817 tokens
+(45 without the shell tool). Every key is one Codex reads: it reports unknown keys as ignored when it
+starts (`CodexRun.ignored_settings`).
 """
 
 from __future__ import annotations
@@ -31,13 +37,70 @@ MISSING = (
 )
 
 
-def config_toml(base_url: str, *, model: str, websockets: bool = True) -> str:
-    """A CODEX_HOME config.toml whose default provider is Tether at `base_url` (ending in /v1)."""
+BRIEF_INSTRUCTIONS = "You are a helpful coding assistant.\n"
+
+
+@dataclass(frozen=True, slots=True)
+class SmallContext:
+    """Codex trimmed to a small model's context: its base instructions replaced by a file of a line or two;
+    no environment, permissions, apps, collaboration-mode, skills or AGENTS.md blocks; no web search,
+    image viewing, goals, sub-agents, plan or user-input tools. The shell tool (exec_command, write_stdin)
+    stays unless `shell_tool` is false. `context_window` tells Codex the model's window, and it compacts
+    past `auto_compact` of it."""
+
+    instructions_file: Path
+    context_window: int = 8192
+    auto_compact: float = 0.75
+    shell_tool: bool = True
+
+    def root_lines(self) -> list[str]:
+        return [
+            f"model_instructions_file = {json.dumps(str(self.instructions_file))}",
+            f"model_context_window = {self.context_window}",
+            f"model_auto_compact_token_limit = {int(self.context_window * self.auto_compact)}",
+            'web_search = "disabled"',
+            "include_environment_context = false",
+            "include_permissions_instructions = false",
+            "include_apps_instructions = false",
+            "include_collaboration_mode_instructions = false",
+            "project_doc_max_bytes = 0",
+        ]
+
+    def tables(self) -> list[str]:
+        return [
+            "[features]",
+            f"shell_tool = {'true' if self.shell_tool else 'false'}",
+            "view_image = false",
+            "goals = false",
+            "",
+            "[agents]",
+            "enabled = false",
+            "",
+            "[skills]",
+            "include_instructions = false",
+            "",
+            "[tools.experimental_request_user_input]",
+            "enabled = false",
+            "",
+            "[tools.update_plan]",
+            "enabled = false",
+            "",
+        ]
+
+
+def config_toml(
+    base_url: str, *, model: str, websockets: bool = True, small_context: SmallContext | None = None
+) -> str:
+    """A CODEX_HOME config.toml whose default provider is Tether at `base_url` (ending in /v1); TOML wants
+    the root keys before the first table."""
+    small = small_context
     return "\n".join(
         [
             f"model = {json.dumps(model)}",
             'model_provider = "tether"',
+            *(small.root_lines() if small else []),
             "",
+            *(small.tables() if small else []),
             "[model_providers.tether]",
             'name = "Tether"',
             f"base_url = {json.dumps(base_url)}",
@@ -60,6 +123,18 @@ class CodexRun:
     stderr: str
 
     @property
+    def ignored_settings(self) -> list[str]:
+        """Codex's warnings about config keys it does not know (it ignores them)."""
+        found = []
+        for event in self.events:
+            item = event.get("item")
+            if isinstance(item, dict) and item.get("type") == "error":
+                message = str(item.get("message", ""))
+                if "unrecognized configuration" in message or "is deprecated" in message:
+                    found.append(message)
+        return found
+
+    @property
     def completed(self) -> bool:
         """The run ended with turn.completed and an agent message."""
         kinds = [event.get("type") for event in self.events]
@@ -79,12 +154,19 @@ def run_exec(
     websockets: bool = True,
     timeout: float = 120.0,
     extra_args: Sequence[str] = (),
+    small_context_window: int | None = None,
 ) -> CodexRun:
     """Run `codex exec` non-interactively (read-only sandbox, no approvals) in `workdir`, its config and
-    state under `home`; raises subprocess.TimeoutExpired when it runs past `timeout` seconds."""
+    state under `home`; with `small_context_window`, trimmed to it (SmallContext, its instructions file
+    BRIEF_INSTRUCTIONS in `home`). Raises subprocess.TimeoutExpired past `timeout` seconds."""
     home.mkdir(parents=True, exist_ok=True)
     workdir.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(config_toml(base_url, model=model, websockets=websockets))
+    small = None
+    if small_context_window is not None:
+        small = SmallContext(home / "instructions.md", context_window=small_context_window)
+        small.instructions_file.write_text(BRIEF_INSTRUCTIONS)
+    config = config_toml(base_url, model=model, websockets=websockets, small_context=small)
+    (home / "config.toml").write_text(config)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),

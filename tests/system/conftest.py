@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Iterator, Mapping
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tether.config import ClusterSpec
 from tether.supervisor import LocalCluster
@@ -23,8 +25,9 @@ START_BUDGET = 90.0  # seconds; 2 shared cores start ~6 Python processes
 class ClusterThread:
     """Runs a LocalCluster on its own event loop in a daemon thread; a context manager."""
 
-    def __init__(self, spec: ClusterSpec) -> None:
+    def __init__(self, spec: ClusterSpec, *, environ: Mapping[str, str] | None = None) -> None:
         self.spec = spec
+        self.environ = environ  # the children's environment (default: this process's)
         self.logs: collections.deque[str] = collections.deque(maxlen=4000)
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -61,10 +64,23 @@ class ClusterThread:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with LocalCluster(self.spec, sink=self._sink) as cluster:
+        async with LocalCluster(self.spec, sink=self._sink, environ=self.environ) as cluster:
             self.cluster = cluster
             self._ready.set()
             await self._stop.wait()
+
+
+def metric_total(cluster: LocalCluster, name: str, **labels: str) -> float:
+    """The sum of a metric's samples with these labels over every process of the cluster."""
+    total = 0.0
+    for url in cluster.metrics_urls.values():
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            text = answer.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
+    return total
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,11 @@ it says.
 
 from __future__ import annotations
 
-import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.system.conftest import metric_total
 from tether.codex import CODEX_BIN, MISSING, run_exec
 from tether.config import DEV_API_KEY
 from tether.supervisor import LocalCluster
@@ -24,30 +23,19 @@ from tether.supervisor import LocalCluster
 pytestmark = pytest.mark.skipif(not CODEX_BIN.exists(), reason=MISSING)
 
 
-def totals(cluster: LocalCluster, name: str, **labels: str) -> float:
-    """The sum of a metric's samples with these labels over every process of the cluster."""
-    total = 0.0
-    for url in cluster.metrics_urls.values():
-        with urllib.request.urlopen(url, timeout=10) as answer:
-            text = answer.read().decode()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                    total += sample.value
-    return total
-
-
 def test_codex_exec_completes_a_task_over_websocket_through_the_router(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
     assert cluster.router_url is not None
     before = {
-        mode: totals(cluster, "tether_box_responses_total", mode=mode, status="completed")
+        mode: metric_total(cluster, "tether_box_responses_total", mode=mode, status="completed")
         for mode in ("ws", "http", "sse")
     }
-    errors_before = totals(cluster, "tether_box_errors_total")
-    relayed_before = totals(cluster, "tether_router_bytes_total", mode="ws", direction="client_to_server")
-    deflated_before = totals(cluster, "tether_box_websocket_deflate_total", negotiated="yes")
+    errors_before = metric_total(cluster, "tether_box_errors_total")
+    relayed_before = metric_total(
+        cluster, "tether_router_bytes_total", mode="ws", direction="client_to_server"
+    )
+    deflated_before = metric_total(cluster, "tether_box_websocket_deflate_total", negotiated="yes")
     run = run_exec(
         "Say hello.",
         base_url=cluster.base_url,
@@ -58,14 +46,18 @@ def test_codex_exec_completes_a_task_over_websocket_through_the_router(
         timeout=150,
     )
     assert run.completed, f"codex exec exited {run.returncode}:\n{run.stderr[-4000:]}\n{run.events}"
-    ws = totals(cluster, "tether_box_responses_total", mode="ws", status="completed") - before["ws"]
+    assert not run.ignored_settings
+    ws = metric_total(cluster, "tether_box_responses_total", mode="ws", status="completed") - before["ws"]
     # The warm-up (generate: false) and at least one turn that answers.
     assert ws >= 2, run.stderr[-4000:]
     for mode in ("http", "sse"):  # no fallback to HTTP
-        assert totals(cluster, "tether_box_responses_total", mode=mode, status="completed") == before[mode]
-    assert totals(cluster, "tether_box_errors_total") == errors_before, run.stderr[-4000:]
+        assert (
+            metric_total(cluster, "tether_box_responses_total", mode=mode, status="completed") == before[mode]
+        )
+    assert metric_total(cluster, "tether_box_errors_total") == errors_before, run.stderr[-4000:]
     assert (
-        totals(cluster, "tether_router_bytes_total", mode="ws", direction="client_to_server") > relayed_before
+        metric_total(cluster, "tether_router_bytes_total", mode="ws", direction="client_to_server")
+        > relayed_before
     )
     # Codex offers permessage-deflate; the box negotiates it through the router.
-    assert totals(cluster, "tether_box_websocket_deflate_total", negotiated="yes") > deflated_before
+    assert metric_total(cluster, "tether_box_websocket_deflate_total", negotiated="yes") > deflated_before
