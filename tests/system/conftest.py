@@ -70,6 +70,19 @@ class ClusterThread:
             await self._stop.wait()
 
 
+def real_model_spec(model_path: object) -> ClusterSpec:
+    """One worker on the torch engine serving this checkpoint, one box, the router, no Redis."""
+    return ClusterSpec(
+        workers=1,
+        boxes=1,
+        router=True,
+        redis=None,
+        engine="torch",
+        model_path=str(model_path),
+        start_timeout=START_BUDGET,
+    )
+
+
 def metric_total(cluster: LocalCluster, name: str, **labels: str) -> float:
     """The sum of a metric's samples with these labels over every process of the cluster."""
     total = 0.0

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.system.conftest import START_BUDGET, ClusterThread, metric_total
+from tests.system.conftest import ClusterThread, metric_total, real_model_spec
 from tether.codex import CODEX_BIN, MISSING, run_exec
-from tether.config import DEV_API_KEY, ClusterSpec
+from tether.config import DEV_API_KEY
 from tether.supervisor import LocalCluster
 
 pytestmark = pytest.mark.skipif(not CODEX_BIN.exists(), reason=MISSING)
@@ -32,15 +32,7 @@ CONTEXT = 8192  # SmolLM2-135M-Instruct's context length
 
 @pytest.fixture(scope="module")
 def smollm2_cluster(smollm2_path: Any) -> Iterator[LocalCluster]:
-    spec = ClusterSpec(
-        workers=1,
-        boxes=1,
-        router=True,
-        redis=None,
-        engine="torch",
-        model_path=str(smollm2_path),
-        start_timeout=START_BUDGET,
-    )
+    spec = real_model_spec(smollm2_path)
     environ = {**os.environ, "TETHER_BOX_DEFAULT_TEMPERATURE": "0"}
     with ClusterThread(spec, environ=environ) as cluster:
         yield cluster

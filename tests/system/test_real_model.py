@@ -20,8 +20,8 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.system.conftest import START_BUDGET, ClusterThread
-from tether.config import DEV_API_KEY, ClusterSpec
+from tests.system.conftest import ClusterThread, real_model_spec
+from tether.config import DEV_API_KEY
 from tether.supervisor import LocalCluster
 
 pytest.importorskip("torch", reason="the torch extra is not installed")
@@ -42,15 +42,7 @@ WEATHER = {
 
 @pytest.fixture(scope="module")
 def real_cluster(smollm2_path: Any) -> Iterator[LocalCluster]:
-    spec = ClusterSpec(
-        workers=1,
-        boxes=1,
-        router=True,
-        redis=None,
-        engine="torch",
-        model_path=str(smollm2_path),
-        start_timeout=START_BUDGET,
-    )
+    spec = real_model_spec(smollm2_path)
     with ClusterThread(spec) as cluster:
         yield cluster
 
