@@ -17,6 +17,7 @@ test_chat_conformance.py).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,6 +32,8 @@ __all__ = [
     "SegmentBuilder",
     "ToolCall",
     "ToolOutput",
+    "call_json",
+    "tool_object",
 ]
 
 
@@ -70,6 +73,23 @@ class ChatTool:
     name: str
     description: str = ""
     parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+def tool_object(tool: ChatTool) -> dict[str, Any]:
+    """A tool as chat templates receive it: {"type": "function", "function": {name, description,
+    parameters}}."""
+    function = {"name": tool.name, "description": tool.description, "parameters": dict(tool.parameters)}
+    return {"type": "function", "function": function}
+
+
+def call_json(name: str, arguments: str, *, arguments_key: str) -> str:
+    """A call as templates write it: {"name": N, "<arguments_key>": <tojson of the parsed arguments>}
+    (arguments that are not JSON are written as sent)."""
+    try:
+        args = json.dumps(json.loads(arguments), ensure_ascii=False)
+    except ValueError:
+        args = arguments
+    return '{"name": ' + json.dumps(name, ensure_ascii=False) + f', "{arguments_key}": ' + args + "}"
 
 
 class Renderer(Protocol):

@@ -29,7 +29,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from gpu_worker.wire.chat.base import ChatItem, ChatTool, Message, SegmentBuilder, ToolCall, ToolOutput
+from gpu_worker.wire.chat.base import (
+    ChatItem,
+    ChatTool,
+    Message,
+    SegmentBuilder,
+    ToolCall,
+    ToolOutput,
+    tool_object,
+)
+from gpu_worker.wire.chat.base import call_json as base_call_json
 from gpu_worker.wire.tokenizer import Tokenizer
 
 __all__ = ["ChatMLRenderer", "tool_json", "tools_block"]
@@ -50,8 +59,7 @@ _TOOLS_OUTRO = (
 
 def tool_json(tool: ChatTool) -> str:
     """One tool as the template's `tool | tojson` writes it."""
-    function = {"name": tool.name, "description": tool.description, "parameters": dict(tool.parameters)}
-    return json.dumps({"type": "function", "function": function}, ensure_ascii=False)
+    return json.dumps(tool_object(tool), ensure_ascii=False)
 
 
 def tools_block(tools: Sequence[ChatTool]) -> str:
@@ -61,11 +69,7 @@ def tools_block(tools: Sequence[ChatTool]) -> str:
 
 def call_json(name: str, arguments: str) -> str:
     """A call as the template writes it: {"name": N, "arguments": <tojson of the parsed arguments>}."""
-    try:
-        args = json.dumps(json.loads(arguments), ensure_ascii=False)
-    except ValueError:
-        args = arguments
-    return '{"name": ' + json.dumps(name, ensure_ascii=False) + ', "arguments": ' + args + "}"
+    return base_call_json(name, arguments, arguments_key="arguments")
 
 
 class ChatMLRenderer:

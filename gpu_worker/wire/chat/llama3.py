@@ -24,7 +24,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from gpu_worker.wire.chat.base import ChatItem, ChatTool, Message, SegmentBuilder, ToolCall, ToolOutput
+from gpu_worker.wire.chat.base import (
+    ChatItem,
+    ChatTool,
+    Message,
+    SegmentBuilder,
+    ToolCall,
+    ToolOutput,
+    tool_object,
+)
+from gpu_worker.wire.chat.base import call_json as base_call_json
 from gpu_worker.wire.tokenizer import Tokenizer
 
 __all__ = ["Llama3Renderer", "tools_block"]
@@ -44,8 +53,7 @@ _TOOLS_INTRO = (
 
 def tool_json(tool: ChatTool) -> str:
     """One tool as the template's `tool | tojson(indent=4)` writes it."""
-    function = {"name": tool.name, "description": tool.description, "parameters": dict(tool.parameters)}
-    return json.dumps({"type": "function", "function": function}, ensure_ascii=False, indent=4)
+    return json.dumps(tool_object(tool), ensure_ascii=False, indent=4)
 
 
 def tools_block(tools: Sequence[ChatTool]) -> str:
@@ -54,12 +62,8 @@ def tools_block(tools: Sequence[ChatTool]) -> str:
 
 
 def call_json(name: str, arguments: str) -> str:
-    """A call as the template writes it."""
-    try:
-        args = json.dumps(json.loads(arguments), ensure_ascii=False)
-    except ValueError:
-        args = arguments
-    return '{"name": ' + json.dumps(name, ensure_ascii=False) + ', "parameters": ' + args + "}"
+    """A call as the template writes it: {"name": N, "parameters": <tojson of the parsed arguments>}."""
+    return base_call_json(name, arguments, arguments_key="parameters")
 
 
 class Llama3Renderer:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gpu_worker.wire.chat.base import ChatItem, ChatTool, Message, Renderer, ToolCall, ToolOutput
+from gpu_worker.wire.chat.base import ChatItem, ChatTool, Message, Renderer, ToolCall, ToolOutput, tool_object
 
 __all__ = ["Conversation", "Turn", "build_chain", "canonical_conversations", "render_template", "to_messages"]
 
@@ -88,13 +88,7 @@ def render_template(
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
-    tool_dicts = [
-        {
-            "type": "function",
-            "function": {"name": t.name, "description": t.description, "parameters": dict(t.parameters)},
-        }
-        for t in tools
-    ]
+    tool_dicts = [tool_object(t) for t in tools]
     text: str = env.from_string(template).render(
         messages=list(messages),
         tools=tool_dicts or None,

@@ -23,8 +23,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gpu_worker.wire.chat.base import ChatItem, ChatTool, Message, ToolCall
-from gpu_worker.wire.tokenizer import O200kTokenizer, Special, Tokenizer, encode
+from gpu_worker.wire.chat.base import ChatItem, ChatTool, Message, ToolCall, ToolOutput
+from gpu_worker.wire.tokenizer import O200kTokenizer, Special, Tokenizer
 
 _ROLE_MARKER = {
     "user": Special.USER,
@@ -36,9 +36,7 @@ _ROLE_MARKER = {
 
 def render_instructions(instructions: str | None) -> list[int]:
     """System header for the request's instructions (empty when there are none)."""
-    if not instructions:
-        return []
-    return [Special.SYSTEM, *encode(instructions), Special.END]
+    return _TETHER.header(instructions, ())
 
 
 def canonical_tools_json(tools: Sequence[Mapping[str, Any]]) -> str:
@@ -56,27 +54,25 @@ def canonical_tools_json(tools: Sequence[Mapping[str, Any]]) -> str:
 
 def render_tools(tools: Sequence[Mapping[str, Any]]) -> list[int]:
     """Tools header (empty when no tools are offered)."""
-    if not tools:
-        return []
-    return [Special.TOOLS, *encode(canonical_tools_json(tools)), Special.END]
+    chat_tools = [
+        ChatTool(t.get("name", ""), t.get("description") or "", t.get("parameters") or {}) for t in tools
+    ]
+    return _TETHER.header(None, chat_tools)
 
 
 def render_message(role: str, text: str) -> list[int]:
     """A message item; `role` is user, assistant, system or developer."""
-    marker = _ROLE_MARKER.get(role)
-    if marker is None:
-        raise ValueError(f"unknown role {role!r}")
-    return [marker, *encode(text), Special.END]
+    return _TETHER.items([Message(role, text)])
 
 
 def render_function_call(name: str, arguments: str) -> list[int]:
     """A function_call item (the call id is not rendered: outputs follow their calls in order)."""
-    return [Special.CALL, *encode(name), Special.ARGS, *encode(arguments), Special.END]
+    return _TETHER.items([ToolCall("", name, arguments)])
 
 
 def render_function_call_output(output: str) -> list[int]:
     """A function_call_output item."""
-    return [Special.TOOL_OUTPUT, *encode(output), Special.END]
+    return _TETHER.items([ToolOutput("", output)])
 
 
 class TetherRenderer:
@@ -125,3 +121,7 @@ class TetherRenderer:
 def tool_dict(tool: ChatTool) -> dict[str, Any]:
     """A tool in the shape `canonical_tools_json` takes."""
     return {"name": tool.name, "description": tool.description, "parameters": dict(tool.parameters)}
+
+
+# The item renderers above are this format's rendering of single items (the sim and the tests use them).
+_TETHER = TetherRenderer()
